@@ -1,0 +1,66 @@
+"""Gunicorn settings for the receiver: `gunicorn -c deploy/gunicorn.conf.py 'receiver:create_app()'`.
+
+Every value can be overridden on the command line or with GUNICORN_CMD_ARGS.
+"""
+
+import os
+import shutil
+import tempfile
+
+# Prometheus multiprocess mode: each worker writes its metrics to files in this directory and
+# /metrics sums them. It must be set before any worker imports prometheus_client, and it is
+# wiped at start so counters from a previous run are not added to this one.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
+
+bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else "127.0.0.1:8000"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads let a worker overlap one request's database round trip with another's Python work.
+worker_class = "gthread"
+threads = int(os.environ.get("RECEIVER_THREADS", "4"))
+# A worker silent for this long is killed and replaced; requests are bounded far below it by
+# the pool timeout and statement_timeout.
+timeout = 30
+# On TERM/HUP, in-flight batches get this long to commit before the worker is stopped; a batch
+# cut off is not acknowledged, so the sender retries it.
+graceful_timeout = 20
+keepalive = 75
+# Bounded request line and headers; the body limit is RECEIVER_MAX_BODY_BYTES.
+limit_request_line = 8190
+limit_request_fields = 100
+accesslog = None  # the receiver logs one JSON line per request itself
+errorlog = "-"
+
+
+def on_starting(server):
+    """Empty the metrics directory: stale files would add a previous run's counts."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for entry in os.listdir(directory):
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def post_worker_init(worker):
+    """Open this worker's connection pool after the fork: connections are never shared."""
+    from receiver import db
+
+    db.get_pool(worker.wsgi)
+
+
+def worker_exit(server, worker):
+    """Close the worker's pool so its connections end cleanly."""
+    if getattr(worker, "wsgi", None) is not None:
+        from receiver import db
+
+        db.close_pool(worker.wsgi)
+
+
+def child_exit(server, worker):
+    """Mark the worker's live gauges dead so they stop counting toward the sum."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,1 @@
+"""Numbered plain-SQL migrations; packaged as `receiver.migrations` (see setup.cfg)."""

@@ -1,0 +1,24 @@
+"""receiver: the target URL for Optimizely Campaign webhooks.
+
+Every event in PostgreSQL exactly once; 200 only after commit.
+"""
+
+from flask import Flask
+
+from . import auth, db, health, metrics, requestlog, webhook
+from .config import load_config
+
+
+def create_app(config=None) -> Flask:
+    """Wire the app together; the configuration is read from the environment if not given."""
+    config = config or load_config()
+    app = Flask(__name__)
+    app.config["RECEIVER"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    requestlog.configure_logging(config.log_level)
+    auth.init_app(app, config)
+    db.init_app(app, config)
+    webhook.init_app(app)
+    health.init_app(app)
+    metrics.init_app(app)
+    return app

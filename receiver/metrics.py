@@ -1,0 +1,87 @@
+"""Every Prometheus metric the receiver exports, declared here with its help text.
+
+Under gunicorn the workers are separate processes; with PROMETHEUS_MULTIPROC_DIR set (the
+gunicorn config sets and wipes it) each writes its own files and /metrics sums them.
+"""
+
+import os
+
+from flask import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+PREFIX = "receiver"
+
+REQUESTS = Counter(
+    f"{PREFIX}_requests",
+    "Webhook requests by outcome and HTTP status.",
+    ["outcome", "status"],
+)
+EVENTS = Counter(
+    f"{PREFIX}_events",
+    "Events received, by event type and outcome (stored, duplicate, quarantined).",
+    ["type", "outcome"],
+)
+BODIES_QUARANTINED = Counter(
+    f"{PREFIX}_bodies_quarantined",
+    "Request bodies kept in quarantine because they were not a JSON list or object.",
+)
+AUTH_FAILURES = Counter(
+    f"{PREFIX}_auth_failures",
+    "Refused requests by reason (missing, malformed, invalid, source_denied).",
+    ["reason"],
+)
+BATCH_SIZE = Histogram(
+    f"{PREFIX}_batch_size_events",
+    "Events per accepted request.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
+)
+REQUEST_SECONDS = Histogram(
+    f"{PREFIX}_request_duration_seconds",
+    "Time from reading the request to the answer, by outcome.",
+    ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DATABASE_SECONDS = Histogram(
+    f"{PREFIX}_database_duration_seconds",
+    "Time spent in the batch's database transaction, commit included.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENT_LAG_SECONDS = Histogram(
+    f"{PREFIX}_event_lag_seconds",
+    "Receive time minus the event's `created`: how late Campaign delivers (stored events).",
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600, 3 * 24 * 3600),
+)
+LAST_STORED = Gauge(
+    f"{PREFIX}_last_stored_event_timestamp_seconds",
+    "Unix time at which an event was last stored.",
+    multiprocess_mode="max",
+)
+POOL_CONNECTIONS = Gauge(
+    f"{PREFIX}_pool_connections",
+    "Database connections of the workers' pools, by state (in_use, idle, waiting requests).",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
+
+def render_metrics():
+    """The exposition text: summed over all workers in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app):
+    """Expose /metrics (no credentials: Prometheus scrapes it; it holds counts, no data)."""
+    app.add_url_rule("/metrics", "metrics", render_metrics, methods=["GET"])
