@@ -1,4 +1,4 @@
-"""Gunicorn settings for the receiver: `gunicorn -c deploy/gunicorn.conf.py 'receiver:create_app()'`.
+"""Gunicorn settings: `gunicorn -c deploy/gunicorn.conf.py "receiver:create_app()"`.
 
 Every value can be overridden on the command line or with GUNICORN_CMD_ARGS.
 """
