@@ -28,6 +28,9 @@ keepalive = 75
 # Bounded request line and headers; the body limit is RECEIVER_MAX_BODY_BYTES.
 limit_request_line = 8190
 limit_request_fields = 100
+# Gunicorn 27's control socket sits at one fixed path per user; several receivers on one host
+# (or tests) would take it from each other, and nothing here uses it.
+control_socket_disable = True
 accesslog = None  # the receiver logs one JSON line per request itself
 errorlog = "-"
 

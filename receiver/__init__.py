@@ -14,7 +14,9 @@ def create_app(config=None) -> Flask:
     config = config or load_config()
     app = Flask(__name__)
     app.config["RECEIVER"] = config
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    # One byte over the limit: werkzeug truncates a chunked body at MAX_CONTENT_LENGTH without
+    # an error, so the handler reads up to limit + 1 and refuses anything longer than the limit.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes + 1
     requestlog.configure_logging(config.log_level)
     auth.init_app(app, config)
     db.init_app(app, config)

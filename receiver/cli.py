@@ -20,8 +20,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="receiver", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the receiver under gunicorn")
-    serve.add_argument("--bind", help="host:port (default $PORT on all interfaces, else "
-                       "127.0.0.1:8000)")
+    serve.add_argument(
+        "--bind", help="host:port (default $PORT on all interfaces, else 127.0.0.1:8000)"
+    )
     serve.add_argument("--workers", type=int, help="gunicorn workers (default from the config)")
     commands.add_parser("migrate", help="apply pending database migrations")
     args = parser.parse_args(argv)
@@ -38,8 +39,10 @@ def migrate_command(args):
     if not url:
         raise ConfigError("DATABASE_URL is not set")
     applied = migrations.migrate(url)
-    print(f"receiver: {len(applied)} migration(s) applied" + "".join(
-        f"\n  {m.version:03d}_{m.name}" for m in applied))
+    print(
+        f"receiver: {len(applied)} migration(s) applied"
+        + "".join(f"\n  {m.version:03d}_{m.name}" for m in applied)
+    )
     return 0
 
 
@@ -57,8 +60,10 @@ def serve_command(args):
     bind = args.bind or (f"0.0.0.0:{env['PORT']}" if env.get("PORT") else "127.0.0.1:8000")
     if not config.has_credentials:
         if not development:
-            raise ConfigError("no credentials configured: set RECEIVER_BASIC_AUTH or "
-                              "RECEIVER_KEY_AUTH (only the local development mode makes some)")
+            raise ConfigError(
+                "no credentials configured: set RECEIVER_BASIC_AUTH or "
+                "RECEIVER_KEY_AUTH (only the local development mode makes some)"
+            )
         user, password = development_credentials(STATE_DIR / "credentials")
         env["RECEIVER_BASIC_AUTH"] = f"{user}:{password}"
         print_development_banner(user, password, bind)
@@ -87,7 +92,7 @@ def print_development_banner(user, password, bind):
         f"credentials in .receiver/credentials\n"
         f"  user {user}  password {password}\n"
         "Send a test batch:\n"
-        f"  curl -u {user}:{password} --data-binary @../shared/samples/open-batch.json "
+        f"  curl -u {user}:{password} --data-binary @tests/samples/open-batch.json "
         f"http://{host}:{port}/webhook\n",
         flush=True,
     )

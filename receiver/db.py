@@ -104,7 +104,8 @@ def run_transaction(pool, work, deadline_seconds=8.0):
 
 
 def _worth_retrying(error) -> bool:
-    """A dead connection or a deadlock may go away on the next try; a timeout will not."""
+    """A dead connection or a deadlock (both OperationalError) may go away on the next try;
+    a statement timeout would only time out again."""
     if isinstance(error, psycopg.errors.QueryCanceled):
         return False
-    return isinstance(error, (psycopg.OperationalError, psycopg.errors.TransactionRollbackError))
+    return isinstance(error, psycopg.OperationalError)

@@ -37,6 +37,8 @@ def receive_batch():
 
     try:
         body = request.get_data(cache=False)
+        if len(body) > config.max_body_bytes:
+            raise RequestEntityTooLarge()
     except RequestEntityTooLarge:
         # Nothing stored: Campaign never sends this much (100 events); it is someone else.
         return finish("too_large", 413, {"error": f"body over {config.max_body_bytes} bytes"})
@@ -122,7 +124,9 @@ def metric_type(kind) -> str:
 def unavailable():
     retry_after = current_app.config["RECEIVER"].retry_after_seconds
     return finish(
-        "unavailable", 503, {"error": "database unavailable, retry later"},
+        "unavailable",
+        503,
+        {"error": "database unavailable, retry later"},
         {"Retry-After": str(retry_after)},
     )
 

@@ -10,13 +10,13 @@ from dataclasses import replace
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from receiver import create_app, db
 from receiver.config import Config
 from receiver.embedded import start_embedded
 from receiver.migrate import migrate
-from support import PASSWORD, USER
+
+from support import PASSWORD, USER, admin_execute, with_database
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +28,6 @@ def server_url(tmp_path_factory):
         return
     server = start_embedded(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
     yield server.get_uri()
-
-
-def with_database(url, name):
-    return make_conninfo(url, dbname=name)
 
 
 @pytest.fixture(scope="session")
@@ -51,11 +47,6 @@ def database_url(server_url, template_db):
     admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     yield with_database(server_url, name)
     admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def admin_execute(url, sql):
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)
 
 
 @pytest.fixture

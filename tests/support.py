@@ -2,9 +2,22 @@
 
 import base64
 import json
+import os
 import pathlib
+import socket
+import subprocess
+import sys
+import time
 
-SAMPLES = pathlib.Path(__file__).resolve().parent / "samples"
+import psycopg
+import requests
+from pgserver._commands import pg_ctl
+from psycopg.conninfo import make_conninfo
+
+from receiver.embedded import start_embedded
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "tests" / "samples"
 USER, PASSWORD = "campaign", "s3cret-pass"
 
 
@@ -28,3 +41,84 @@ def event(kind="open", **fields):
 
 def body(*events) -> bytes:
     return json.dumps(list(events)).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout=20.0, interval=0.05):
+    """Poll `predicate` until it returns a truthy value; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class Gunicorn:
+    """The receiver under real gunicorn (deploy/gunicorn.conf.py), as production runs it."""
+
+    def __init__(self, env, workers=2, extra_args=()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, "RECEIVER_BASIC_AUTH": f"{USER}:{PASSWORD}", **env}
+        command = [
+            sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), *extra_args,
+            "receiver:create_app()",
+        ]
+        self.process = subprocess.Popen(command, env=full_env, cwd=ROOT)
+        wait_until(self._ready, timeout=30)
+
+    def _ready(self):
+        if self.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {self.process.returncode}")
+        try:
+            return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def post(self, data, headers=None, **kwargs):
+        return requests.post(
+            self.url + "/webhook", data=data, headers=headers or basic(), timeout=15, **kwargs
+        )
+
+    def stop(self):
+        self.process.terminate()
+        return self.process.wait(timeout=30)
+
+
+class OwnedPostgres:
+    """A PostgreSQL cluster this test may stop and start (never the shared server)."""
+
+    def __init__(self, data_dir):
+        self.server = start_embedded(data_dir, cleanup_mode="delete")
+        self.info = self.server.get_postmaster_info()
+        self.url = self.server.get_uri()
+
+    def stop(self, mode="fast"):
+        self._pg_ctl(["-w", "-m", mode, "stop"])
+
+    def start(self):
+        socket_option = f"-k {self.info.socket_dir}"
+        log = str(self.info.pgdata / "log")
+        self._pg_ctl(["-w", "-o", '-h ""', "-o", socket_option, "-l", log, "start"])
+
+    def _pg_ctl(self, args):
+        pg_ctl(args, pgdata=self.info.pgdata, user=self.server.system_user, timeout=30)
+
+
+def with_database(url, name):
+    """The connection string `url` with its database replaced by `name`."""
+    return make_conninfo(url, dbname=name)
+
+
+def admin_execute(url, sql):
+    """Run one statement outside a transaction (CREATE/DROP DATABASE)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
