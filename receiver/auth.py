@@ -73,9 +73,11 @@ def client_address(request, trusted_proxies: int):
             return None
         text = hops[-trusted_proxies]
     try:
-        return ipaddress.ip_address(text or "")
+        address = ipaddress.ip_address(text or "")
     except ValueError:
         return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
+    return getattr(address, "ipv4_mapped", None) or address
 
 
 def _basic_credentials(header):

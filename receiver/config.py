@@ -109,7 +109,9 @@ def load_config(environ=None) -> Config:
         max_body_bytes=_integer(get, "RECEIVER_MAX_BODY_BYTES", minimum=1024),
         pool_min_size=pool_min,
         pool_max_size=pool_max,
-        pool_timeout=_number(get, "RECEIVER_POOL_TIMEOUT", minimum=0.1),
+        # Capped well below the sender's ~10 s timeout: past it, waiting for a connection
+        # only turns a quick 503 into a timeout that looks like a hang.
+        pool_timeout=_number(get, "RECEIVER_POOL_TIMEOUT", minimum=0.1, maximum=8.0),
         statement_timeout_ms=_integer(get, "RECEIVER_STATEMENT_TIMEOUT_MS", minimum=100),
         retry_after_seconds=_integer(get, "RECEIVER_RETRY_AFTER", minimum=1),
         log_level=_log_level(get("LOG_LEVEL")),
@@ -167,13 +169,13 @@ def _integer(get, name, minimum):
     return value
 
 
-def _number(get, name, minimum):
+def _number(get, name, minimum, maximum):
     try:
         value = float(get(name))
     except ValueError:
         raise ConfigError(f"{name} must be a number") from None
-    if not value >= minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
+    if not minimum <= value <= maximum:  # also refuses nan and inf
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}")
     return value
 
 

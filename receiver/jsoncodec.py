@@ -6,6 +6,7 @@ payloads are kept exactly as numbers as they came.
 """
 
 import json
+import math
 import re
 
 import orjson
@@ -33,7 +34,12 @@ def decode_batch(body: bytes) -> list:
     try:
         document = _loads_exact(body) if _LONG_DIGIT_RUN.search(body) else orjson.loads(body)
     except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
-        raise BadBody(f"not valid JSON: {error}") from None
+        # orjson refuses some JSON the standard parser takes (an unpaired surrogate escape in
+        # one event): parse it that way, so only that event is quarantined, not the batch.
+        try:
+            document = _loads_exact(body)
+        except (ValueError, RecursionError):
+            raise BadBody(f"not valid JSON: {error}") from None
     if isinstance(document, dict):
         return [document]
     if isinstance(document, list):
@@ -61,7 +67,10 @@ def canonical(value) -> bytes:
 
 
 def _loads_exact(body: bytes):
-    return json.loads(body, parse_constant=_reject_constant)
+    # Decoded as UTF-8 explicitly: json.loads would guess UTF-16/32 from bytes, and JSON between
+    # systems is UTF-8 (RFC 8259); both parsers must agree on what a body is.
+    text = body.decode("utf-8")
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _dumps_exact(value, sort_keys=False) -> bytes:
@@ -72,6 +81,8 @@ def _dumps_exact(value, sort_keys=False) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise Unstorable("contains an unpaired UTF-16 surrogate, which is not valid text") from None
+    except RecursionError:
+        raise Unstorable("nested too deeply to store") from None
     except (TypeError, ValueError) as error:
         raise Unstorable(f"not representable as JSON: {error}") from None
 
@@ -80,10 +91,23 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def preserve(value) -> bytes:
-    """Serialise anything parsed from JSON for the quarantine, even what jsonb refuses."""
+def _finite_float(text):
+    # 1e400 would become inf, which JSON and jsonb cannot hold (orjson writes it as null).
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def preserve(value) -> bytes | None:
+    """Serialise anything parsed from JSON for the quarantine, even what jsonb refuses;
+    None when even that fails (nesting beyond the interpreter's recursion limit)."""
     try:
         return orjson.dumps(value)
     except (TypeError, orjson.JSONEncodeError):
+        pass
+    try:
         # ASCII escapes keep unpaired surrogates and huge integers intact.
         return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    except RecursionError:
+        return None

@@ -6,6 +6,7 @@ received in `payload`, so new fields need no change here (forward compatibility)
 """
 
 import hashlib
+import re
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
@@ -18,6 +19,10 @@ CREATED_MIN = -62_135_596_800_000
 CREATED_MAX = 253_402_300_799_999
 MAX_EVENT_ID_LENGTH = 512
 MAX_TYPE_LENGTH = 100
+# ASCII digits only, and few enough of them that int() cannot refuse (Python caps conversions
+# at 4300 digits) and the value has a chance to fit: everything else is a validation error.
+_ID_DIGITS = re.compile(r"[0-9]{1,19}")
+_MILLIS_DIGITS = re.compile(r"-?[0-9]{1,16}")
 
 
 class CampaignId(fields.Field):
@@ -29,7 +34,7 @@ class CampaignId(fields.Field):
     default_error_messages = {"invalid": "Not a whole number from 0 to 2^63-1."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str) and value.isascii() and value.isdigit():
+        if isinstance(value, str) and _ID_DIGITS.fullmatch(value):
             value = int(value)
         if type(value) is not int or not 0 <= value <= BIGINT_MAX:
             raise self.make_error("invalid")
@@ -42,7 +47,7 @@ class EpochMillis(fields.Field):
     default_error_messages = {"invalid": "Not epoch milliseconds between years 1 and 9999."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
+        if isinstance(value, str) and _MILLIS_DIGITS.fullmatch(value):
             value = int(value)
         if type(value) is not int or not CREATED_MIN <= value <= CREATED_MAX:
             raise self.make_error("invalid")

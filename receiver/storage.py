@@ -7,6 +7,7 @@ batch on eight workers at once store each event exactly once, whatever the recei
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -18,7 +19,7 @@ EVENT_COLUMNS = (
     ("event_id", "text"),
     ("client_id", "int8"),
     ("type", "text"),
-    ("created", "int8"),
+    ("created_at", "timestamptz"),
     ("mailing_id", "int8"),
     ("user_list_id", "int8"),
     ("subscription_id", "int8"),
@@ -39,16 +40,11 @@ EVENT_COLUMNS = (
 def _insert_events_sql():
     names = [name for name, _ in EVENT_COLUMNS]
     arrays = ", ".join(f"%s::{kind}[]" for _, kind in EVENT_COLUMNS)
-    selected = [
-        "to_timestamp(0) + r.created * interval '1 millisecond'" if n == "created" else f"r.{n}"
-        for n in names
-    ]
-    columns = ["created_at" if n == "created" else n for n in names]
     # One statement per batch. ON CONFLICT DO NOTHING turns every duplicate (retry, re-delivery,
     # a concurrent worker) into a skipped row; RETURNING counts the rows actually stored.
     return (
-        f"INSERT INTO events ({', '.join(columns)}, payload)\n"
-        f"SELECT {', '.join(selected)}, r.payload::jsonb\n"
+        f"INSERT INTO events ({', '.join(names)}, payload)\n"
+        f"SELECT {', '.join('r.' + n for n in names)}, r.payload::jsonb\n"
         f"FROM unnest({arrays}, %s::text[]) AS r({', '.join(names)}, payload)\n"
         "ON CONFLICT (client_id, type, event_key) DO NOTHING\n"
         # What was stored, for the per-type counters and the event-lag histogram.
@@ -57,6 +53,8 @@ def _insert_events_sql():
 
 
 INSERT_EVENTS = _insert_events_sql()
+_CREATED_AT = [name for name, _ in EVENT_COLUMNS].index("created_at")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The same bad content retried by the sender every 10 s is kept once; later arrivals only count.
 INSERT_QUARANTINE = """
@@ -138,7 +136,9 @@ def _quarantine(conn, rejected):
         return
     unique = {}
     for item in rejected:
-        unique.setdefault(hashlib.sha256(item.content).digest(), item)
+        # The kind is part of the identity: a body `42` and an event `42` are different finds.
+        digest = hashlib.sha256(item.kind.encode() + b"\0" + item.content).digest()
+        unique.setdefault(digest, item)
     digests = sorted(unique)  # a fixed lock order: concurrent retries cannot deadlock
     items = [unique[d] for d in digests]
     conn.execute(
@@ -160,5 +160,7 @@ def _sorted_by_key(events):
 
 def _columns(events):
     arrays = [[data.get(name) for data, _ in events] for name, _ in EVENT_COLUMNS]
+    created_at = [EPOCH + timedelta(milliseconds=data["created"]) for data, _ in events]
+    arrays[_CREATED_AT] = created_at  # exact integer arithmetic, whatever the year
     arrays.append([payload.decode("utf-8") for _, payload in events])
     return arrays

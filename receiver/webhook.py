@@ -62,7 +62,7 @@ def receive_batch():
     if len(items) > config.max_batch:
         return finish("too_large", 413, {"error": f"more than {config.max_batch} events"})
 
-    events, rejected = validate_items(items)
+    events, rejected = validate_items(items, body)
     started = time.perf_counter()
     try:
         result = storage.store_batch(db.get_pool(), events, rejected)
@@ -78,7 +78,7 @@ def receive_batch():
     return finish("ok", 200, {"received": len(items), **summary})
 
 
-def validate_items(items):
+def validate_items(items, body):
     """Split items into storable events and quarantine entries with their reasons."""
     events, rejected = [], []
     for item in items:
@@ -87,7 +87,10 @@ def validate_items(items):
         except schemas.InvalidEvent as error:
             kind = item.get("type") if isinstance(item, dict) else None
             content = jsoncodec.preserve(item)
-            rejected.append(storage.Rejected("event", str(error), content, kind))
+            if content is None:  # cannot be re-serialised: keep the whole body instead
+                rejected.append(storage.Rejected("body", f"{error} (whole body kept)", body, kind))
+            else:
+                rejected.append(storage.Rejected("event", str(error), content, kind))
     return events, rejected
 
 
