@@ -80,7 +80,7 @@ class Gunicorn:
             raise AssertionError(f"gunicorn exited with {self.process.returncode}")
         try:
             return requests.get(self.url + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or accepted before a worker answers
             return False
 
     def post(self, data, headers=None, **kwargs):

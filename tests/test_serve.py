@@ -129,7 +129,7 @@ def read_until(stream, marker, limit=200):
 def healthy(base):
     try:
         return requests.get(base + "/healthz", timeout=1).status_code == 200
-    except requests.ConnectionError:
+    except requests.RequestException:  # refused, or accepted before a worker answers
         return False
 
 
