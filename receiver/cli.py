@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import migrate as migrations
+from . import quarantine, simulate
 from .config import ConfigError, load_config
 
 STATE_DIR = Path(".receiver")
@@ -25,8 +26,14 @@ def main(argv=None):
     )
     serve.add_argument("--workers", type=int, help="gunicorn workers (default from the config)")
     commands.add_parser("migrate", help="apply pending database migrations")
+    quarantine.add_parser(commands)
+    simulate.add_arguments(commands.add_parser("simulate", help="send like Campaign, and verify"))
     args = parser.parse_args(argv)
     try:
+        if args.command == "simulate":
+            return simulate.run(args, os.environ)
+        if args.command == "quarantine":
+            return quarantine.command(args)
         return {"serve": serve_command, "migrate": migrate_command}[args.command](args)
     except ConfigError as error:
         print(f"receiver: configuration error: {error}", file=sys.stderr)

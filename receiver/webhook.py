@@ -39,6 +39,9 @@ def receive_batch():
         body = request.get_data(cache=False)
         if len(body) > config.max_body_bytes:
             raise RequestEntityTooLarge()
+        if request.content_length is not None and len(body) < request.content_length:
+            # Behind gunicorn, werkzeug reads a client that hung up mid-body as end of body.
+            raise ClientDisconnected()
     except RequestEntityTooLarge:
         # Nothing stored: Campaign never sends this much (100 events); it is someone else.
         return finish("too_large", 413, {"error": f"body over {config.max_body_bytes} bytes"})

@@ -5,8 +5,10 @@ TEMPLATE), so each test starts from a fresh, fully migrated schema in tens of mi
 """
 
 import os
+import tempfile
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,13 +22,15 @@ from support import PASSWORD, USER, admin_execute, with_database
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory):
+def server_url():
     """The PostgreSQL server the tests create their databases on."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield url
         return
-    server = start_embedded(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    # Not under pytest's basetemp: concurrent pytest sessions prune each other's basetemp.
+    data_dir = Path(tempfile.mkdtemp(prefix="receiver-test-pg-")) / "data"
+    server = start_embedded(data_dir, cleanup_mode="delete")
     yield server.get_uri()
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import psycopg
 import requests
 from pgserver._commands import pg_ctl
@@ -63,8 +64,8 @@ def wait_until(predicate, timeout=20.0, interval=0.05):
 class Gunicorn:
     """The receiver under real gunicorn (deploy/gunicorn.conf.py), as production runs it."""
 
-    def __init__(self, env, workers=2, extra_args=()):
-        self.port = free_port()
+    def __init__(self, env, workers=2, extra_args=(), port=None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, "RECEIVER_BASIC_AUTH": f"{USER}:{PASSWORD}", **env}
         command = [
@@ -74,6 +75,10 @@ class Gunicorn:
         ]
         self.process = subprocess.Popen(command, env=full_env, cwd=ROOT)
         wait_until(self._ready, timeout=30)
+
+    def worker_pids(self):
+        """The master's current worker processes."""
+        return [child.pid for child in psutil.Process(self.process.pid).children()]
 
     def _ready(self):
         if self.process.poll() is not None:

@@ -35,7 +35,7 @@ EXPECTED_EVENT_COLUMNS = {
 }
 EXPECTED_QUARANTINE_COLUMNS = {
     "id", "kind", "reason", "content", "content_sha256", "received_at", "last_received_at",
-    "times_received",
+    "times_received", "resolved_at", "resolution",
 }
 
 
