@@ -10,8 +10,10 @@ import tempfile
 # Prometheus multiprocess mode: each worker writes its metrics to files in this directory and
 # /metrics sums them. It must be set before any worker imports prometheus_client, and it is
 # wiped at start so counters from a previous run are not added to this one.
+_OWN_METRICS_DIR = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
+    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="receiver-metrics-")  # removed in on_exit
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
 
 bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else "127.0.0.1:8000"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -38,13 +40,23 @@ errorlog = "-"
 def on_starting(server):
     """Empty the metrics directory: stale files would add a previous run's counts."""
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    os.makedirs(directory, exist_ok=True)
-    for entry in os.listdir(directory):
-        path = os.path.join(directory, entry)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        for entry in os.listdir(directory):
+            path = os.path.join(directory, entry)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    except OSError as error:
+        # Metrics are not worth refusing events for: the workers fall back (receiver.metrics).
+        server.log.error("cannot prepare metrics directory %s: %s", directory, error)
+
+
+def on_exit(server):
+    """Remove the metrics directory this config created (not one the operator chose)."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
 
 
 def post_worker_init(worker):

@@ -4,10 +4,35 @@ Under gunicorn the workers are separate processes; with PROMETHEUS_MULTIPROC_DIR
 gunicorn config sets and wipes it) each writes its own files and /metrics sums them.
 """
 
+import logging
 import os
+import tempfile
 
-from flask import Response
-from prometheus_client import (
+logger = logging.getLogger("receiver.metrics")
+
+
+def _check_multiprocess_dir():
+    """Make sure the multiprocess directory is usable before prometheus_client reads it.
+
+    Metrics must never stop events from being stored: if the directory cannot be written (disk
+    read-only, wrong permissions), this process falls back to its own in-memory metrics (a
+    scrape then sees one worker) and says so loudly, instead of failing every request."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        logger.error("metrics directory %s unusable (%s): per-process metrics", directory, error)
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+
+_check_multiprocess_dir()
+
+from flask import Response  # noqa: E402 (after the directory check, which decides the mode)
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
@@ -70,6 +95,15 @@ POOL_CONNECTIONS = Gauge(
     ["state"],
     multiprocess_mode="livesum",
 )
+
+
+def observe_pool(pool):
+    """Copy the pool's counters into the gauges (after each request; a dict read, no I/O)."""
+    stats = pool.get_stats()
+    size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
+    POOL_CONNECTIONS.labels("in_use").set(size - idle)
+    POOL_CONNECTIONS.labels("idle").set(idle)
+    POOL_CONNECTIONS.labels("waiting").set(stats.get("requests_waiting", 0))
 
 
 def render_metrics():

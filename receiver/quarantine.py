@@ -230,7 +230,7 @@ def store_events(conn, events) -> tuple[int, list]:
     store_batch commits on a connection of its own; here a row's events must commit with the
     row's update, so the same statement and per-event fallback run through storage's helpers."""
     result = storage.BatchResult()
-    stored = storage._insert_events(conn, storage._sorted_by_key(events), result)
+    stored = storage.insert_events(conn, events, result)
     return len(stored), result.rejected
 
 

@@ -6,13 +6,14 @@ personal data (recipient addresses).
 
 import logging
 import re
+import sys
 import time
 import uuid
 
 import orjson
 from flask import g, request
 
-from . import metrics
+from . import db, metrics
 
 logger = logging.getLogger("receiver.request")
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -38,11 +39,26 @@ class JsonFormatter(logging.Formatter):
 JsonFormatter.converter = time.gmtime
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (tests and servers swap it)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def configure_logging(level: str):
     """Send the receiver's logs to stderr as JSON lines at `level`."""
     root = logging.getLogger("receiver")
     if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        handler = logging.StreamHandler()
+        handler = StderrHandler()
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
     root.setLevel(level)
@@ -63,6 +79,7 @@ def log_request(response):
         return response
     response.headers["X-Request-Id"] = g.request_id
     metrics.REQUEST_SECONDS.labels(outcome).observe(elapsed)
+    metrics.observe_pool(db.get_pool())
     fields = {
         "request_id": g.request_id,
         "method": request.method,

@@ -149,11 +149,11 @@ def validate_event(item) -> tuple[dict, bytes]:
     try:
         data = schema_for(item).load(item)
         payload = jsoncodec.encode(item)
+        data["event_key"] = event_key(item, data)
     except ValidationError as error:
         raise InvalidEvent(_describe(error.messages)) from None
     except jsoncodec.Unstorable as error:
         raise InvalidEvent(str(error)) from None
-    data["event_key"] = event_key(item, data)
     return data, payload
 
 

@@ -89,15 +89,19 @@ def store_batch(pool, events, rejected) -> BatchResult:
 
     `events` are (typed fields, payload bytes) pairs. Returns only after COMMIT: the caller's
     200 must mean the events are durable."""
-    events = _sorted_by_key(events)
 
     def work(conn):
         result = BatchResult(rejected=list(rejected))
-        result.stored = _insert_events(conn, events, result)
+        result.stored = insert_events(conn, events, result)
         _quarantine(conn, result.rejected)
         return result
 
     return db.run_transaction(pool, work)
+
+
+def insert_events(conn, events, result) -> list:
+    """Insert events inside the caller's transaction; refused ones are added to `result`."""
+    return _insert_events(conn, _sorted_by_key(events), result)
 
 
 def quarantine_body(pool, body: bytes, reason: str):
