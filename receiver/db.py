@@ -45,7 +45,9 @@ def make_pool(config, name="receiver") -> psycopg_pool.ConnectionPool:
         reconnect_timeout=float("inf"),
         open=False,
         name=name,
-        kwargs={"connect_timeout": 2, "application_name": "receiver"},
+        # Autocommit: a batch's single INSERT is its own transaction (see storage.store_batch);
+        # multi-statement work opens one explicitly with conn.transaction().
+        kwargs={"connect_timeout": 2, "application_name": "receiver", "autocommit": True},
         configure=_session_settings(config.statement_timeout_ms),
     )
 
@@ -55,7 +57,6 @@ def _session_settings(statement_timeout_ms):
         # A statement that runs longer than this is cancelled and the request answers 503.
         conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
         conn.execute("SET idle_in_transaction_session_timeout = 60000")
-        conn.commit()
 
     return configure
 
@@ -83,14 +84,15 @@ def close_pool(app):
 
 
 def run_transaction(pool, work, deadline_seconds=8.0):
-    """Run `work(conn)` in one transaction and commit; return its result.
+    """Run `work(conn)` on an autocommit connection; return its result. `work` makes its
+    writes atomic: one statement, or `with conn.transaction()`.
 
     Raises DatabaseUnavailable for transient trouble. Content errors escape `work` only when it
     chose not to handle them, and are raised as they are (a bug, not the sender's problem)."""
     deadline = time.monotonic() + deadline_seconds
     for attempt in range(ATTEMPTS):
         try:
-            with pool.connection() as conn, conn.transaction():
+            with pool.connection() as conn:
                 return work(conn)
         except psycopg_pool.PoolTimeout as error:
             raise DatabaseUnavailable(f"no database connection: {error}") from error

@@ -1,10 +1,16 @@
 """JSON in and out: orjson for speed, the standard library where orjson would lose data.
 
-orjson turns integers beyond 64 bits into floats, silently dropping digits. A body that holds a
-run of 19 or more digits is therefore parsed by the standard library, which keeps every digit;
-payloads are kept exactly as numbers as they came.
+orjson reads numbers as 64-bit integers or doubles: a longer integer becomes a float, a float with
+more digits than a double holds is rounded, and either way digits are silently lost. Two events
+differing only there would even share an idempotency key. A body with a run of 16 or more digits
+and dots (longer than any number a double keeps exactly) is therefore parsed by the standard
+library, integers as ints and other numbers as Decimal, and written back digit for digit.
+
+Known limit: a number whose exponent puts it below a double's range (1e-400) is not caught by
+that scan (hex event ids make a cheaper test misfire) and is read by orjson as 0.
 """
 
+import decimal
 import json
 import math
 import re
@@ -12,7 +18,13 @@ import re
 import orjson
 
 UTF8_BOM = b"\xef\xbb\xbf"
-_LONG_DIGIT_RUN = re.compile(rb"\d{19,}")
+# Digits and dots to "1", everything else to "0": a long number is then a substring search,
+# done in C (a regex for the same costs four times orjson's whole parse).
+_NUMBER_CHARS_AS_ONES = bytes.maketrans(
+    bytes(range(256)), bytes(49 if chr(b) in "0123456789." else 48 for b in range(256))
+)
+_LONG_NUMBER = b"1" * 16
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 # A NUL escape preceded by an even number of backslashes (a literal "\\u0000" is harmless).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -32,7 +44,7 @@ def decode_batch(body: bytes) -> list:
     if not body.strip():
         raise BadBody("empty body")
     try:
-        document = _loads_exact(body) if _LONG_DIGIT_RUN.search(body) else orjson.loads(body)
+        document = _loads_exact(body) if has_long_number(body) else orjson.loads(body)
     except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
         # orjson refuses some JSON the standard parser takes (an unpaired surrogate escape in
         # one event): parse it that way, so only that event is quarantined, not the batch.
@@ -47,12 +59,14 @@ def decode_batch(body: bytes) -> list:
     raise BadBody(f"JSON body is a {type(document).__name__}, not a list of events or an event")
 
 
+def has_long_number(body: bytes) -> bool:
+    """True when 16 or more digits and dots stand in a row: a number orjson may not keep."""
+    return _LONG_NUMBER in body.translate(_NUMBER_CHARS_AS_ONES)
+
+
 def encode(value) -> bytes:
     """Serialise for storage; raise Unstorable for what jsonb cannot hold."""
-    try:
-        data = orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError):
-        data = _dumps_exact(value)
+    data = _dumps(value)
     if b"\\u0000" in data and _NUL_ESCAPE.search(data):
         raise Unstorable("contains a NUL character (\\u0000), which PostgreSQL cannot store")
     return data
@@ -60,20 +74,59 @@ def encode(value) -> bytes:
 
 def canonical(value) -> bytes:
     """Key-sorted compact JSON: equal events give equal bytes, whatever their key order."""
+    return _dumps(value, orjson.OPT_SORT_KEYS)
+
+
+def preserve(value) -> bytes | None:
+    """Serialise anything parsed from JSON for the quarantine, even what jsonb refuses;
+    None when even that fails (nesting beyond the interpreter's recursion limit)."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        return _dumps(value)
+    except Unstorable:
+        pass
+    try:
+        # ASCII escapes keep unpaired surrogates; Decimals are written as their digits.
+        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
+        return text.encode("ascii")
+    except RecursionError:
+        return None
+
+
+def _dumps(value, option=0) -> bytes:
+    """orjson; for what it cannot write (long integers, Decimals) the same with those numbers
+    as exact fragments; for nesting deeper than orjson writes (255), the standard library."""
+    try:
+        return orjson.dumps(value, option=option)
     except (TypeError, orjson.JSONEncodeError):
-        return _dumps_exact(value, sort_keys=True)
+        pass
+    try:
+        return orjson.dumps(_exact_numbers(value), option=option)
+    except RecursionError:
+        raise Unstorable("nested too deeply to store") from None
+    except (TypeError, orjson.JSONEncodeError) as error:
+        if "surrogates not allowed" in str(error):
+            raise Unstorable(
+                "contains an unpaired UTF-16 surrogate, which is not valid text"
+            ) from None
+        if "Recursion limit" not in str(error):
+            raise Unstorable(f"not representable as JSON: {error}") from None
+    return _dumps_stdlib(value, sort_keys=bool(option & orjson.OPT_SORT_KEYS))
 
 
-def _loads_exact(body: bytes):
-    # Decoded as UTF-8 explicitly: json.loads would guess UTF-16/32 from bytes, and JSON between
-    # systems is UTF-8 (RFC 8259); both parsers must agree on what a body is.
-    text = body.decode("utf-8")
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+def _exact_numbers(value):
+    """A copy with long integers and Decimals as orjson Fragments of their exact digits."""
+    if isinstance(value, dict):
+        return {key: _exact_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_exact_numbers(item) for item in value]
+    if isinstance(value, decimal.Decimal):
+        return orjson.Fragment(str(value).encode())
+    if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
+        return orjson.Fragment(str(value).encode())
+    return value
 
 
-def _dumps_exact(value, sort_keys=False) -> bytes:
+def _dumps_stdlib(value, sort_keys=False) -> bytes:
     try:
         text = json.dumps(
             value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=sort_keys
@@ -87,27 +140,22 @@ def _dumps_exact(value, sort_keys=False) -> bytes:
         raise Unstorable(f"not representable as JSON: {error}") from None
 
 
+def _loads_exact(body: bytes):
+    # Decoded as UTF-8 explicitly: json.loads would guess UTF-16/32 from bytes, and JSON between
+    # systems is UTF-8 (RFC 8259); both parsers must agree on what a body is.
+    text = body.decode("utf-8")
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_exact_float)
+
+
+def _exact_float(text):
+    """A float where a double holds the number exactly (as orjson would read it, so that both
+    parsers give an event the same canonical form and key), else a Decimal of every digit."""
+    value = float(text)
+    exact = decimal.Decimal(text)
+    if math.isfinite(value) and decimal.Decimal(repr(value)) == exact:
+        return value
+    return exact
+
+
 def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text):
-    # 1e400 would become inf, which JSON and jsonb cannot hold (orjson writes it as null).
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range")
-    return value
-
-
-def preserve(value) -> bytes | None:
-    """Serialise anything parsed from JSON for the quarantine, even what jsonb refuses;
-    None when even that fails (nesting beyond the interpreter's recursion limit)."""
-    try:
-        return orjson.dumps(value)
-    except (TypeError, orjson.JSONEncodeError):
-        pass
-    try:
-        # ASCII escapes keep unpaired surrogates and huge integers intact.
-        return json.dumps(value, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-    except RecursionError:
-        return None

@@ -86,14 +86,15 @@ def receive_batch():
 def validate_items(items, body):
     """Split items into storable events and quarantine entries with their reasons."""
     events, rejected = [], []
-    for item in items:
-        try:
-            events.append(schemas.validate_event(item))
-        except Exception as error:
+    for item, outcome in schemas.validate_events(items):
+        if isinstance(outcome, tuple):
+            events.append(outcome)
+        else:
+            error = outcome
             if not isinstance(error, schemas.InvalidEvent):
                 # A bug of ours met by this content. Quarantine it (replayable after the fix)
                 # rather than answer 5xx: the sender would re-send the batch for three days.
-                logger.exception("unexpected error validating an event")
+                logger.error("unexpected error validating an event", exc_info=error)
                 error = schemas.InvalidEvent(f"could not validate: {type(error).__name__}")
             kind = item.get("type") if isinstance(item, dict) else None
             content = jsoncodec.preserve(item)

@@ -1,5 +1,6 @@
 """JSON in and out (receiver.jsoncodec): unit level, and what POST /webhook makes of it."""
 
+import decimal
 import json
 
 import pytest
@@ -318,9 +319,30 @@ def test_preserve_keeps_what_jsonb_refuses_for_the_quarantine(value):
     assert json.loads(preserve(value)) == value
 
 
-def test_the_long_digit_pattern_is_what_selects_the_exact_parser():
-    assert jsoncodec._LONG_DIGIT_RUN.search(b'"12345678901234567890"')
-    assert not jsoncodec._LONG_DIGIT_RUN.search(b"[123456789012345678, 1.5]")
+def test_a_long_number_is_what_selects_the_exact_parser():
+    assert jsoncodec.has_long_number(b'"12345678901234567890"')
+    assert jsoncodec.has_long_number(b"[1234567890123456]")
+    assert jsoncodec.has_long_number(b"[0.10000000000000000001]")
+    assert jsoncodec.has_long_number(b"[12345678.12345678]")
+    # What Campaign sends goes the fast way: epoch ms, 11-digit ids, addresses, versions.
+    assert not jsoncodec.has_long_number(
+        b'[1617108575391, 10180860001, "0.0.0.0", "Firefox 64.1", "255.255.255.255"]'
+    )
+
+
+@pytest.mark.parametrize(
+    "literal", [b"0.10000000000000000001", b"3.14159265358979323846264338327950288", b"1e400",
+                b"123456789012345678901234567890.5", b"-0.000000000000000000001"])
+def test_numbers_beyond_a_double_keep_every_digit(literal):
+    [item] = decode_batch(b'[{"x": ' + literal + b"}]")
+    stored = json.loads(encode(item), parse_float=decimal.Decimal)["x"]
+    assert decimal.Decimal(stored) == decimal.Decimal(literal.decode())
+
+
+def test_events_differing_beyond_double_precision_get_different_keys():
+    first, second = (decode_batch(b'[{"x": ' + n + b', "y": "12345678901234567"}]')[0]
+                     for n in (b"0.1", b"0.10000000000000000001"))
+    assert canonical(first) != canonical(second)
 
 
 # --- through POST /webhook ----------------------------------------------------------------------
