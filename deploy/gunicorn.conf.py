@@ -75,7 +75,10 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    """Mark the worker's live gauges dead so they stop counting toward the sum."""
-    from prometheus_client import multiprocess
+    """Fold the dead worker's metric files into the archive (keeps totals, stops pile-up)."""
+    from receiver import metricfiles
 
-    multiprocess.mark_process_dead(worker.pid)
+    try:
+        metricfiles.retire_worker(worker.pid)
+    except Exception:  # an exception here stops the master: metrics are not worth that
+        server.log.exception("cannot retire metrics of worker %s", worker.pid)

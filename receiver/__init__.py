@@ -5,12 +5,14 @@ Every event in PostgreSQL exactly once; 200 only after commit.
 
 from flask import Flask
 
-from . import auth, db, health, metrics, requestlog, webhook
-from .config import load_config
-
 
 def create_app(config=None) -> Flask:
     """Wire the app together; the configuration is read from the environment if not given."""
+    # Imported here, not at the top: `import receiver.x` (gunicorn's master importing
+    # receiver.metricfiles, the CLI) must not load the app and declare its metrics.
+    from . import auth, db, health, metrics, requestlog, webhook
+    from .config import load_config
+
     config = config or load_config()
     app = Flask(__name__)
     app.config["RECEIVER"] = config

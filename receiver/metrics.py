@@ -39,8 +39,9 @@ from prometheus_client import (  # noqa: E402
     Gauge,
     Histogram,
     generate_latest,
-    multiprocess,
 )
+
+from .metricfiles import WorkerFilesCollector  # noqa: E402
 
 PREFIX = "receiver"
 
@@ -110,7 +111,7 @@ def render_metrics():
     """The exposition text: summed over all workers in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        WorkerFilesCollector(registry)
     else:
         from prometheus_client import REGISTRY as registry
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
