@@ -6,8 +6,8 @@ differing only there would even share an idempotency key. A body with a run of 1
 and dots (longer than any number a double keeps exactly) is therefore parsed by the standard
 library, integers as ints and other numbers as Decimal, and written back digit for digit.
 
-Known limit: a number whose exponent puts it below a double's range (1e-400) is not caught by
-that scan (hex event ids make a cheaper test misfire) and is read by orjson as 0.
+So does a number with a three-digit negative exponent (1e-400 or 3e-324, which orjson would
+read as 0 or round), found by looking at each "e-" in the body, not by a regex over all of it.
 """
 
 import decimal
@@ -25,6 +25,7 @@ _NUMBER_CHARS_AS_ONES = bytes.maketrans(
 )
 _LONG_NUMBER = b"1" * 16
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+_MANTISSA, _BLANKS, _BEFORE_A_NUMBER = frozenset(b"0123456789.-"), frozenset(b" \t\r\n"), b":,["
 # A NUL escape preceded by an even number of backslashes (a literal "\\u0000" is harmless).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -44,7 +45,8 @@ def decode_batch(body: bytes) -> list:
     if not body.strip():
         raise BadBody("empty body")
     try:
-        document = _loads_exact(body) if has_long_number(body) else orjson.loads(body)
+        exact = has_long_number(body) or has_tiny_exponent(body)
+        document = _loads_exact(body) if exact else orjson.loads(body)
     except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
         # orjson refuses some JSON the standard parser takes (an unpaired surrogate escape in
         # one event): parse it that way, so only that event is quarantined, not the batch.
@@ -62,6 +64,30 @@ def decode_batch(body: bytes) -> list:
 def has_long_number(body: bytes) -> bool:
     """True when 16 or more digits and dots stand in a row: a number orjson may not keep."""
     return _LONG_NUMBER in body.translate(_NUMBER_CHARS_AS_ONES)
+
+
+def has_tiny_exponent(body: bytes) -> bool:
+    """True when a number in the body has a negative exponent of three digits or more."""
+    for marker in (b"e-", b"E-"):
+        at = body.find(marker)
+        while at != -1:
+            if body[at + 2 : at + 5].isdigit() and _ends_a_number_token(body, at):
+                return True
+            at = body.find(marker, at + 2)
+    return False
+
+
+def _ends_a_number_token(body, exponent_at) -> bool:
+    """Whether the mantissa before body[exponent_at] starts right after ':', ',' or '['
+    (a number), rather than inside a string such as a hex id ("...45e-178d...")."""
+    start = exponent_at
+    while start > 0 and body[start - 1] in _MANTISSA:
+        start -= 1
+    if start == exponent_at:
+        return False
+    while start > 0 and body[start - 1] in _BLANKS:
+        start -= 1
+    return start == 0 or body[start - 1] in _BEFORE_A_NUMBER
 
 
 def encode(value) -> bytes:
