@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench install
+.PHONY: run test lint bench reliability install
 
 $(VENV)/bin/pytest:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e '.[dev]'
@@ -20,4 +20,9 @@ lint: install
 	$(VENV)/bin/ruff format --check receiver
 
 bench: install
-	$(PY) -m bench
+	$(PY) bench/run.py
+
+reliability: install
+	rm -f .receiver/faults.jsonl && mkdir -p .receiver
+	FAULT_REPORT=.receiver/faults.jsonl $(VENV)/bin/pytest -m fault
+	$(PY) bench/reliability_table.py .receiver/faults.jsonl

@@ -1,4 +1,4 @@
-"""The `receiver` command: serve, migrate."""
+"""The `receiver` command: serve, migrate, simulate, quarantine."""
 
 import argparse
 import os
