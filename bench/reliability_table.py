@@ -10,7 +10,8 @@ def main(path):
     print("| fault | load | events sent | deliveries | stored | lost | duplicated | statuses |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for row in rows:
-        load = (f"{row['rate']:,}/s, {row['concurrency']} senders, "
+        pace = f"{row['rate']:,} events/s" if row["rate"] else "unpaced"
+        load = (f"{pace}, {row['concurrency']} senders, "
                 f"{row['duplicate_batches']} batches re-delivered")
         statuses = ", ".join(f"{k}: {v}" for k, v in row["statuses"].items())
         lost = row["lost"] + row["extra"]

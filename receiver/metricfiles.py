@@ -33,6 +33,11 @@ def retire_worker(pid, directory=None):
     if not directory:
         return
     multiprocess.mark_process_dead(pid, directory)
+    stats = os.statvfs(directory)
+    if stats.f_bavail * stats.f_frsize < 4 * 1024 * 1024:
+        # Writing the archive's mmapped pages on a full disk would SIGBUS the gunicorn master.
+        # Leave the dead worker's files as they are: they still count, they just stay.
+        return
     for prefix, combine in (("counter", _add), ("histogram", _add), ("gauge_max", max)):
         dead = os.path.join(directory, f"{prefix}_{pid}.db")
         if not os.path.exists(dead):

@@ -24,9 +24,25 @@ def _check_multiprocess_dir():
         os.makedirs(directory, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
+        # The files are sparse and mmapped: on a full disk the first write to a new page is a
+        # SIGBUS that kills the worker, every time it is restarted. Check for room first.
+        if not has_room(directory):
+            raise OSError("less than 4 MiB free")
     except OSError as error:
         logger.error("metrics directory %s unusable (%s): per-process metrics", directory, error)
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        # prometheus_client picks its value class when first imported, which may have been
+        # in gunicorn's master (child_exit) before this worker forked: pick again. A worker
+        # that fails to boot makes gunicorn stop the whole server.
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()
+
+
+def has_room(directory, needed=4 * 1024 * 1024) -> bool:
+    """Whether the filesystem of `directory` has `needed` bytes free (for mmapped files)."""
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize >= needed
 
 
 _check_multiprocess_dir()

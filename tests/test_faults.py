@@ -37,9 +37,9 @@ CONCURRENCY = 8
 class Load:
     """The simulator sending in the background; `finish` waits and verifies."""
 
-    def __init__(self, server_url, events=EVENTS, concurrency=CONCURRENCY, seed=None):
+    def __init__(self, server_url, events=EVENTS, concurrency=CONCURRENCY, seed=None, rate=RATE):
         self.plan = make_plan(events, duplicates=DUPLICATES, seed=seed)
-        self.concurrency = concurrency
+        self.concurrency, self.rate = concurrency, rate
         self.tally = Tally()  # filled while the simulator runs
         self.started = time.monotonic()
         self.thread = threading.Thread(target=self._send, args=(server_url + "/webhook",))
@@ -47,7 +47,7 @@ class Load:
 
     def _send(self, url):
         deliver(self.plan, url, (USER, PASSWORD), self.concurrency, retry_delay=0.2,
-                give_up_after=120, timeout=10, rate=RATE, tally=self.tally)
+                give_up_after=120, timeout=10, rate=self.rate, tally=self.tally)
 
     def delivered(self):
         return self.tally.delivered_batches
@@ -60,7 +60,7 @@ class Load:
         statuses = {str(k): v for k, v in sorted(self.tally.statuses.items(), key=str)}
         record = {
             "fault": name, "events": len(self.plan.mail_ids),
-            "deliveries": sum(len(b) for b in self.plan.batches), "rate": RATE,
+            "deliveries": sum(len(b) for b in self.plan.batches), "rate": self.rate,
             "concurrency": self.concurrency, "duplicate_batches": self.plan.redeliveries,
             "stored": result.found, "lost": result.missing, "extra": result.extra,
             "duplicated": result.duplicated, "statuses": statuses,
@@ -184,8 +184,10 @@ def test_pool_exhausted(database_url, gunicorn_factory):
     env = {"DATABASE_URL": database_url, "RECEIVER_POOL_MIN_SIZE": "1",
            "RECEIVER_POOL_MAX_SIZE": "1", "RECEIVER_THREADS": "8", "RECEIVER_POOL_TIMEOUT": "0.1"}
     server = gunicorn_factory(env, workers=2)
-    load = Load(server.url, concurrency=16)
-    load.finish(database_url, "connection pool exhausted (1 connection, 16 senders)")
+    load = Load(server.url, concurrency=16, rate=None)  # as fast as it answers
+    statuses = load.finish(database_url, "connection pool exhausted (1 connection per worker, "
+                           "16 senders unpaced)")
+    assert statuses.get("503", 0) > 0  # waits past RECEIVER_POOL_TIMEOUT were answered 503
 
 
 def test_statement_timeout(database_url, gunicorn_factory):
@@ -202,10 +204,10 @@ def test_statement_timeout(database_url, gunicorn_factory):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A 256 kB filesystem for the metrics files, which the test can fill or make read-only."""
+    """A 16 MiB filesystem for the metrics files, which the test can fill or make read-only."""
     mount_point = tmp_path / "metrics"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
                              capture_output=True)
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
