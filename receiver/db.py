@@ -83,7 +83,7 @@ def close_pool(app):
     app.extensions["receiver.pool"].close(timeout=2)
 
 
-def run_transaction(pool, work, deadline_seconds=8.0):
+def run_on_connection(pool, work, deadline_seconds=8.0):
     """Run `work(conn)` on an autocommit connection; return its result. `work` makes its
     writes atomic: one statement, or `with conn.transaction()`.
 

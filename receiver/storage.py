@@ -116,13 +116,13 @@ def store_batch(pool, events, rejected) -> BatchResult:
         return result
 
     try:
-        return db.run_transaction(pool, in_one_statement)
+        return db.run_on_connection(pool, in_one_statement)
     except psycopg.Error as error:
         if not db.is_content_error(error):
             raise
     # Rare: a value passed validation but PostgreSQL refused it. Nothing was committed; do it
     # again event by event so that one poison event cannot hold back the other 99.
-    return db.run_transaction(pool, event_by_event)
+    return db.run_on_connection(pool, event_by_event)
 
 
 def insert_events(conn, events, result) -> list:
@@ -141,7 +141,7 @@ def insert_events(conn, events, result) -> list:
 
 def quarantine_body(pool, body: bytes, reason: str):
     """Keep an unparseable body, once however often it is retried."""
-    db.run_transaction(pool, lambda conn: _quarantine(conn, [Rejected("body", reason, body)]))
+    db.run_on_connection(pool, lambda conn: _quarantine(conn, [Rejected("body", reason, body)]))
 
 
 def _insert_one_by_one(conn, events, result) -> list:
