@@ -109,6 +109,20 @@ class OwnedPostgres:
     def stop(self, mode="fast"):
         self._pg_ctl(["-w", "-m", mode, "stop"])
 
+    def close(self):
+        """Stop the cluster if it runs. pgserver's own clean-up only knows the first postmaster:
+        after a restart it would delete the data directory under a running server."""
+        status = subprocess.run([str(self._bin("pg_ctl")), "-D", str(self.info.pgdata), "status"],
+                                capture_output=True, user=self.server.system_user)
+        if status.returncode == 0:
+            self.stop("immediate")
+
+    @staticmethod
+    def _bin(name):
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        return POSTGRES_BIN_PATH / name
+
     def start(self):
         socket_option = f"-k {self.info.socket_dir}"
         log = str(self.info.pgdata / "log")

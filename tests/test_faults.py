@@ -97,9 +97,17 @@ def gunicorn_factory():
             server.stop()
 
 
-@pytest.mark.parametrize("mode", ["fast", "immediate"])
-def test_postgres_restarted_mid_run(tmp_path, gunicorn_factory, mode):
+@pytest.fixture
+def owned_postgres(tmp_path):
+    """A cluster of this test's own to restart (never the shared server)."""
     postgres = OwnedPostgres(tmp_path / "pg")
+    yield postgres
+    postgres.close()
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgres_restarted_mid_run(owned_postgres, gunicorn_factory, mode):
+    postgres = owned_postgres
     migrate(postgres.url)
     server = gunicorn_factory({"DATABASE_URL": postgres.url}, workers=2)
     load = Load(server.url)

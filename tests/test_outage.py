@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def owned_postgres(tmp_path):
     """A cluster of this test's own: stopping the shared server would break other tests."""
-    return OwnedPostgres(tmp_path / "pg")
+    postgres = OwnedPostgres(tmp_path / "pg")
+    yield postgres
+    postgres.close()
 
 
 @pytest.mark.parametrize("shutdown", ["fast", "immediate"])
