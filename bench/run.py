@@ -241,9 +241,8 @@ class Receiver:
 
     def worker_rss(self):
         """Resident size of each worker, in kB."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         sizes = []
-        for pid in children.read_text().split():
+        for pid in self.worker_pids():
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     sizes.append(int(line.split()[1]))

@@ -22,6 +22,7 @@ def create_app(config=None) -> Flask:
     requestlog.configure_logging(config.log_level)
     auth.init_app(app, config)
     db.init_app(app, config)
+    requestlog.init_app(app)
     webhook.init_app(app)
     health.init_app(app)
     metrics.init_app(app)

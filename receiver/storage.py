@@ -92,7 +92,8 @@ def store_batch(pool, events, rejected) -> BatchResult:
     200 must mean the events are durable."""
     if not events and not rejected:
         return BatchResult()
-    document = _recordset(_sorted_by_key(events))
+    events = _sorted_by_key(events)
+    document = _recordset(events)
 
     def in_one_statement(conn):
         result = BatchResult(rejected=list(rejected))
@@ -111,7 +112,7 @@ def store_batch(pool, events, rejected) -> BatchResult:
     def event_by_event(conn):
         result = BatchResult(rejected=list(rejected))
         with conn.transaction():
-            result.stored = _insert_one_by_one(conn, _sorted_by_key(events), result)
+            result.stored = _insert_one_by_one(conn, events, result)
             _quarantine(conn, result.rejected)
         return result
 

@@ -13,7 +13,7 @@ from collections import Counter
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from . import auth, db, jsoncodec, metrics, requestlog, schemas, storage
+from . import auth, db, jsoncodec, metrics, schemas, storage
 
 bp = Blueprint("webhook", __name__)
 logger = logging.getLogger("receiver.webhook")
@@ -159,4 +159,3 @@ def finish(outcome, status, body, headers=None):
 
 def init_app(app):
     app.register_blueprint(bp)
-    requestlog.init_app(app)

@@ -18,7 +18,7 @@ from receiver.config import Config
 from receiver.embedded import start_embedded
 from receiver.migrate import migrate
 
-from support import PASSWORD, USER, admin_execute, with_database
+from support import PASSWORD, USER, OwnedPostgres, admin_execute, with_database
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +87,11 @@ def query(database_url):
             return conn.execute(sql, params).fetchall()
 
     return run
+
+
+@pytest.fixture
+def owned_postgres(tmp_path):
+    """A cluster of the test's own, to stop and start (never the shared server)."""
+    postgres = OwnedPostgres(tmp_path / "pg")
+    yield postgres
+    postgres.close()

@@ -23,7 +23,7 @@ import pytest
 from receiver.migrate import migrate
 from receiver.simulate import Tally, deliver, make_plan, verify
 
-from support import PASSWORD, USER, Gunicorn, OwnedPostgres, wait_until
+from support import PASSWORD, USER, Gunicorn, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -95,14 +95,6 @@ def gunicorn_factory():
     for server in servers:
         if server.process.poll() is None:
             server.stop()
-
-
-@pytest.fixture
-def owned_postgres(tmp_path):
-    """A cluster of this test's own to restart (never the shared server)."""
-    postgres = OwnedPostgres(tmp_path / "pg")
-    yield postgres
-    postgres.close()
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])

@@ -2,21 +2,14 @@
 
 import time
 
+import psycopg
 import pytest
 
 from receiver.migrate import migrate
 
-from support import Gunicorn, OwnedPostgres, body, event, wait_until
+from support import Gunicorn, body, event, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def owned_postgres(tmp_path):
-    """A cluster of this test's own: stopping the shared server would break other tests."""
-    postgres = OwnedPostgres(tmp_path / "pg")
-    yield postgres
-    postgres.close()
 
 
 @pytest.mark.parametrize("shutdown", ["fast", "immediate"])
@@ -40,7 +33,7 @@ def test_database_stopped_mid_run_gives_503_then_200_without_restarting(owned_po
         assert retried.json()["stored"] == 2
     finally:
         server.stop()
-    with __import__("psycopg").connect(owned_postgres.url) as conn:
+    with psycopg.connect(owned_postgres.url) as conn:
         keys = {row[0] for row in conn.execute("SELECT event_key FROM events")}
     assert keys == {"before", "during", "after"}
 

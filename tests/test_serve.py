@@ -12,7 +12,7 @@ import threading
 import pytest
 import requests
 
-from support import ROOT, Gunicorn, body, event, sample, wait_until
+from support import ROOT, Gunicorn, basic, body, event, free_port, sample, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -63,14 +63,12 @@ def test_chunked_body_over_the_limit_is_413(database_url, query):
 
 
 def requests_auth_header():
-    from support import basic
-
     return basic()["Authorization"]
 
 
 def test_receiver_serve_runs_embedded_postgres_with_generated_credentials(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RECEIVER_"))}
-    port = wait_until(lambda: __import__("support").free_port())
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "receiver", "serve", "--bind", f"127.0.0.1:{port}"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True,
