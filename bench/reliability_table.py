@@ -11,12 +11,15 @@ def main(path):
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for row in rows:
         pace = f"{row['rate']:,} events/s" if row["rate"] else "unpaced"
-        load = (f"{pace}, {row['concurrency']} senders, "
-                f"{row['duplicate_batches']} batches re-delivered")
+        load = (
+            f"{pace}, {row['concurrency']} senders, {row['duplicate_batches']} batches re-delivered"
+        )
         statuses = ", ".join(f"{k}: {v}" for k, v in row["statuses"].items())
         lost = row["lost"] + row["extra"]
-        print(f"| {row['fault']} | {load} | {row['events']:,} | {row['deliveries']:,} | "
-              f"{row['stored']:,} | {lost} | {row['duplicated']} | {statuses} |")
+        print(
+            f"| {row['fault']} | {load} | {row['events']:,} | {row['deliveries']:,} | "
+            f"{row['stored']:,} | {lost} | {row['duplicated']} | {statuses} |"
+        )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Runs, in one go and on the same machine state, so the figures can be compared as ratios:
 1. the database-only ceiling: pgbench, 8 clients, each transaction one INSERT of 100 events
    shaped like the receiver's (same table, indexes, ON CONFLICT, text->jsonb cast, commit);
-2. the receiver through HTTP under gunicorn (deploy/gunicorn.conf.py), driven by wrk with
+2. the receiver through HTTP under gunicorn (receiver/web/gunicorn_conf.py), driven by wrk with
    bench/webhook.lua in a separate process: batches of 100, half of the events without an id,
    8 connections, Basic Auth;
 3. re-delivered batches (every event a duplicate), to price a retry against a fresh batch;
@@ -17,6 +17,7 @@ BENCH_DATABASE_URL, else the server on 127.0.0.1:5432 when one listens, else an 
 """
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -36,8 +37,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from receiver.migrate import migrate  # noqa: E402
-from receiver.storage import EVENT_COLUMNS  # noqa: E402
+from receiver.storage.events import EVENT_COLUMNS  # noqa: E402
+from receiver.storage.migrate import migrate  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
 COLUMN_TYPES = dict(EVENT_COLUMNS)
@@ -76,8 +77,14 @@ def parse_args():
 
 
 def settings(args):
-    return {"seconds": args.seconds, "workers": args.workers, "threads": args.threads,
-            "connections": CONNECTIONS, "batch": 100, "without_id": 0.5}
+    return {
+        "seconds": args.seconds,
+        "workers": args.workers,
+        "threads": args.threads,
+        "connections": CONNECTIONS,
+        "batch": 100,
+        "without_id": 0.5,
+    }
 
 
 def pick_server():
@@ -86,7 +93,7 @@ def pick_server():
     with socket.socket() as sock:
         if sock.connect_ex(("127.0.0.1", 5432)) == 0:
             return "postgresql://postgres@127.0.0.1:5432/postgres"
-    from receiver.embedded import start_embedded
+    from receiver.storage.embedded import start_embedded
 
     return start_embedded(Path(tempfile.mkdtemp(prefix="receiver-bench-pg-"))).get_uri()
 
@@ -101,9 +108,14 @@ def machine(server_url):
         version = conn.execute("SHOW server_version").fetchone()[0]
         fsync = conn.execute("SHOW fsync").fetchone()[0]
         sync = conn.execute("SHOW synchronous_commit").fetchone()[0]
-    return {"cpus": os.cpu_count(), "python": platform.python_version(),
-            "postgresql": version, "fsync": fsync, "synchronous_commit": sync,
-            "cpu_model": cpu_model()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "postgresql": version,
+        "fsync": fsync,
+        "synchronous_commit": sync,
+        "cpu_model": cpu_model(),
+    }
 
 
 def cpu_model():
@@ -117,11 +129,27 @@ def database_ceiling(url, seconds):
     """pgbench: the receiver's INSERT with 100 literal rows, 8 clients, one commit each."""
     script = Path(tempfile.mkdtemp()) / "insert.sql"
     script.write_text("\\set r random(1, 1000000000000000)\n" + ceiling_statement() + ";\n")
-    command = ["pgbench", "-n", "-M", "prepared", "-c", str(CONNECTIONS), "-j", "2",
-               "-T", str(seconds), "-f", str(script), *pgbench_connection(url)]
+    command = [
+        "pgbench",
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(CONNECTIONS),
+        "-j",
+        "2",
+        "-T",
+        str(seconds),
+        "-f",
+        str(script),
+        *pgbench_connection(url),
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    tps = next(float(line.split("=")[1].split()[0]) for line in output.splitlines()
-               if line.startswith("tps ="))
+    tps = next(
+        float(line.split("=")[1].split()[0])
+        for line in output.splitlines()
+        if line.startswith("tps =")
+    )
     return {"batches_per_second": round(tps, 1), "events_per_second": round(tps * 100)}
 
 
@@ -157,9 +185,11 @@ def ceiling_statement():
         else:
             arrays.append(sql_array(values) + "::" + COLUMN_TYPES[name] + "[]")
     # Built from this file's own constants (a pgbench script), never from outside input.
-    return (f"INSERT INTO events ({', '.join(names)}) SELECT * FROM unnest({', '.join(arrays)})"  # noqa: S608
-            " ON CONFLICT (client_id, type, event_key) DO NOTHING"
-            " RETURNING type, extract(epoch FROM received_at - created_at)::float8")
+    return (
+        f"INSERT INTO events ({', '.join(names)}) SELECT * FROM unnest({', '.join(arrays)})"  # noqa: S608
+        " ON CONFLICT (client_id, type, event_key) DO NOTHING"
+        " RETURNING type, extract(epoch FROM received_at - created_at)::float8"
+    )
 
 
 def sql_array(values):
@@ -196,18 +226,32 @@ def pgbench_connection(url):
 
 
 class Receiver:
-    """gunicorn with the deploy config, bound to a free port, workers' pids at hand."""
+    """gunicorn with the packaged settings, bound to a free port, workers' pids at hand."""
 
     def __init__(self, url, workers, threads):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DATABASE_URL": url, "RECEIVER_BASIC_AUTH": f"{USER}:{PASSWORD}",
-               "WEB_CONCURRENCY": str(workers), "RECEIVER_THREADS": str(threads),
-               "RECEIVER_POOL_MAX_SIZE": str(threads), "LOG_LEVEL": "WARNING"}
-        command = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py"),
-                   "--bind", f"127.0.0.1:{self.port}", "receiver:create_app()"]
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "RECEIVER_BASIC_AUTH": f"{USER}:{PASSWORD}",
+            "WEB_CONCURRENCY": str(workers),
+            "RECEIVER_THREADS": str(threads),
+            "RECEIVER_POOL_MAX_SIZE": str(threads),
+            "LOG_LEVEL": "WARNING",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:receiver.web.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "receiver:create_app()",
+        ]
         self.process = subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
 
     def __enter__(self):
@@ -251,14 +295,32 @@ class Receiver:
 
 def wrk(receiver, run, seconds, mode="fresh", first_batch=0, batches=0, delay_ms=0):
     """One wrk phase; returns the script's counts and latency figures."""
-    token = requests.auth._basic_auth_str(USER, PASSWORD)
-    command = ["wrk", "-t", str(WRK_THREADS), "-c", str(CONNECTIONS), "-d", f"{seconds}s",
-               "--timeout", "10s", "-s", str(ROOT / "bench/webhook.lua"),
-               receiver.base + "/webhook", "--", run, token, mode, str(first_batch),
-               str(batches), str(delay_ms), str(WRK_THREADS)]
+    token = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    command = [
+        "wrk",
+        "-t",
+        str(WRK_THREADS),
+        "-c",
+        str(CONNECTIONS),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(ROOT / "bench/webhook.lua"),
+        receiver.base + "/webhook",
+        "--",
+        run,
+        token,
+        mode,
+        str(first_batch),
+        str(batches),
+        str(delay_ms),
+        str(WRK_THREADS),
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     seconds_taken = result["duration_us"] / 1e6
     result["batches_per_second"] = round(result["ok"] / seconds_taken, 1)
     result["events_per_second"] = round(result["ok"] * 100 / seconds_taken)
@@ -277,26 +339,29 @@ def drive(receiver, args):
     cpu_before = receiver.worker_cpu_seconds()
     phases["fresh"] = fresh = wrk(receiver, run, args.seconds, first_batch=next_batch)
     fresh["worker_cpu_ms_per_batch"] = round(
-        (receiver.worker_cpu_seconds() - cpu_before) * 1000 / max(fresh["started"], 1), 2)
+        (receiver.worker_cpu_seconds() - cpu_before) * 1000 / max(fresh["started"], 1), 2
+    )
     # Re-deliver batches the fresh phase had answered 200 for: every event is a duplicate.
     sent = WRK_THREADS * min(fresh["per_thread"]) - CONNECTIONS
     cpu_before = receiver.worker_cpu_seconds()
-    phases["duplicates"] = dup = wrk(receiver, run, args.seconds, "replay", next_batch,
-                                     max(sent, 1))
+    phases["duplicates"] = dup = wrk(
+        receiver, run, args.seconds, "replay", next_batch, max(sent, 1)
+    )
     dup["worker_cpu_ms_per_batch"] = round(
-        (receiver.worker_cpu_seconds() - cpu_before) * 1000 / max(dup["started"], 1), 2)
+        (receiver.worker_cpu_seconds() - cpu_before) * 1000 / max(dup["started"], 1), 2
+    )
     next_batch += 10_000_000
     # Half of the fresh throughput: each connection waits between its requests.
     half_rate = fresh["batches_per_second"] / 2
     delay_ms = max(0, int(CONNECTIONS / half_rate * 1000 - fresh["p50_us"] / 1000))
-    phases["half_load"] = wrk(receiver, run, args.seconds, first_batch=next_batch,
-                              delay_ms=delay_ms)
+    phases["half_load"] = wrk(
+        receiver, run, args.seconds, first_batch=next_batch, delay_ms=delay_ms
+    )
     next_batch += 10_000_000
     memory_seconds = max(5, int(args.memory_events / max(fresh["events_per_second"], 1) * 1.15))
     phases["memory"] = wrk(receiver, run, memory_seconds, first_batch=next_batch)
     rss_after = receiver.worker_rss()
-    return {"run": run, "phases": phases,
-            "rss_kb": {"before": rss_before, "after": rss_after}}
+    return {"run": run, "phases": phases, "rss_kb": {"before": rss_before, "after": rss_after}}
 
 
 def verify(url, report):
@@ -311,17 +376,29 @@ def verify(url, report):
     with psycopg.connect(url) as conn:
         rows, distinct_mail = conn.execute(
             "SELECT count(*), count(DISTINCT mail_id) FROM events WHERE client_id = 10180860001"
-            " AND mail_id LIKE %s", (report["run"] + "-%",)).fetchone()
+            " AND mail_id LIKE %s",
+            (report["run"] + "-%",),
+        ).fetchone()
         partial = conn.execute(
             "SELECT count(*) FROM (SELECT (split_part(mail_id, '-', 2)::bigint - 1) / 100 AS b"
             " FROM events WHERE mail_id LIKE %s GROUP BY 1 HAVING count(*) <> 100) AS x",
-            (report["run"] + "-%",)).fetchone()[0]
+            (report["run"] + "-%",),
+        ).fetchone()[0]
     batches = rows / 100
-    ok = (rows == distinct_mail and partial == 0
-          and acknowledged <= batches <= acknowledged + in_flight)
-    return {"rows": rows, "distinct_events": distinct_mail, "partial_batches": partial,
-            "acknowledged_batches": acknowledged, "stored_batches": batches,
-            "unacknowledged_in_flight_max": in_flight, "ok": ok}
+    ok = (
+        rows == distinct_mail
+        and partial == 0
+        and acknowledged <= batches <= acknowledged + in_flight
+    )
+    return {
+        "rows": rows,
+        "distinct_events": distinct_mail,
+        "partial_batches": partial,
+        "acknowledged_batches": acknowledged,
+        "stored_batches": batches,
+        "unacknowledged_in_flight_max": in_flight,
+        "ok": ok,
+    }
 
 
 def print_report(report):

@@ -1,87 +1,9 @@
-"""Gunicorn settings: `gunicorn -c deploy/gunicorn.conf.py "receiver:create_app()"`.
+"""Gunicorn settings for `gunicorn -c deploy/gunicorn.conf.py "receiver:create_app()"`.
 
-Every value can be overridden on the command line or with GUNICORN_CMD_ARGS.
+The settings themselves ship with the package (receiver/web/gunicorn_conf.py, which the Procfile
+and the systemd unit name as `-c python:receiver.web.gunicorn_conf`); this file takes all of
+them. To change one for a deployment, copy this file and set it below the import, e.g.
+`timeout = 60`.
 """
 
-import os
-import shutil
-import tempfile
-
-# Prometheus multiprocess mode: each worker writes its metrics to files in this directory and
-# /metrics sums them. It must be set before any worker imports prometheus_client, and it is
-# wiped at start so counters from a previous run are not added to this one.
-_OWN_METRICS_DIR = None
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="receiver-metrics-")  # removed in on_exit
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
-
-bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else "127.0.0.1:8000"
-# Chosen by bench/run.py on 2 cores with PostgreSQL beside (BENCHMARKS.md): 2 gthread workers x 4
-# threads beat 3x4, 4x2, 2x8 and 3 or 4 sync workers. Threads let a worker overlap one request's
-# database round trip with another's Python work; more processes only add contention. Match
-# RECEIVER_POOL_MAX_SIZE to the threads, so a thread never waits for a connection.
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
-threads = int(os.environ.get("RECEIVER_THREADS", "4"))
-# A worker silent for this long is killed and replaced; requests are bounded far below it by
-# the pool timeout and statement_timeout.
-timeout = 30
-# On TERM/HUP, in-flight batches get this long to commit before the worker is stopped; a batch
-# cut off is not acknowledged, so the sender retries it.
-graceful_timeout = 20
-keepalive = 75
-# Bounded request line and headers; the body limit is RECEIVER_MAX_BODY_BYTES.
-limit_request_line = 8190
-limit_request_fields = 100
-# Gunicorn 27's control socket sits at one fixed path per user; several receivers on one host
-# (or tests) would take it from each other, and nothing here uses it.
-control_socket_disable = True
-accesslog = None  # the receiver logs one JSON line per request itself
-errorlog = "-"
-
-
-def on_starting(server):
-    """Empty the metrics directory: stale files would add a previous run's counts."""
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    try:
-        os.makedirs(directory, exist_ok=True)
-        for entry in os.listdir(directory):
-            path = os.path.join(directory, entry)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-    except OSError as error:
-        # Metrics are not worth refusing events for: the workers fall back (receiver.metrics).
-        server.log.error("cannot prepare metrics directory %s: %s", directory, error)
-
-
-def on_exit(server):
-    """Remove the metrics directory this config created (not one the operator chose)."""
-    if _OWN_METRICS_DIR:
-        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
-
-
-def post_worker_init(worker):
-    """Open this worker's connection pool after the fork: connections are never shared."""
-    from receiver import db
-
-    db.get_pool(worker.wsgi)
-
-
-def worker_exit(server, worker):
-    """Close the worker's pool so its connections end cleanly."""
-    if getattr(worker, "wsgi", None) is not None:
-        from receiver import db
-
-        db.close_pool(worker.wsgi)
-
-
-def child_exit(server, worker):
-    """Fold the dead worker's metric files into the archive (keeps totals, stops pile-up)."""
-    from receiver import metricfiles
-
-    try:
-        metricfiles.retire_worker(worker.pid)
-    except Exception:  # an exception here stops the master: metrics are not worth that
-        server.log.exception("cannot retire metrics of worker %s", worker.pid)
+from receiver.web.gunicorn_conf import *  # noqa: F403

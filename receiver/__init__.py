@@ -3,15 +3,24 @@
 Every event in PostgreSQL exactly once; 200 only after commit.
 """
 
+from importlib import metadata
+
 from flask import Flask
+
+try:
+    __version__ = metadata.version("receiver")
+except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 
 def create_app(config=None) -> Flask:
     """Wire the app together; the configuration is read from the environment if not given."""
     # Imported here, not at the top: `import receiver.x` (gunicorn's master importing
     # receiver.metricfiles, the CLI) must not load the app and declare its metrics.
-    from . import auth, db, health, metrics, requestlog, webhook
     from .config import load_config
+    from .observability import metrics
+    from .storage import db
+    from .web import auth, health, requestlog, webhook
 
     config = config or load_config()
     app = Flask(__name__)

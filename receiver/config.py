@@ -14,6 +14,13 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
 
+NO_CREDENTIALS = (
+    "no credentials configured: set RECEIVER_BASIC_AUTH(_FILE) or RECEIVER_KEY_AUTH(_FILE); "
+    "the receiver refuses to accept events from anyone (only the local development mode, "
+    "`receiver serve` without DATABASE_URL, generates some)"
+)
+
+
 @dataclass(frozen=True)
 class KeyAuth:
     """Campaign's keyAuth: a request header whose value must match verbatim."""
@@ -54,6 +61,16 @@ SETTINGS = {
     "RECEIVER_KEY_AUTH": (
         "Accepted keyAuth headers `Header-Name: value`, one per line (the value may hold spaces, "
         "e.g. `Authorization: Bearer abc`).",
+        "",
+    ),
+    "RECEIVER_BASIC_AUTH_FILE": (
+        "A file with one `user:password` per line instead of RECEIVER_BASIC_AUTH (Docker and "
+        "Kubernetes secrets, systemd `LoadCredential=`): the password is the rest of the line, "
+        "spaces and colons included.",
+        "",
+    ),
+    "RECEIVER_KEY_AUTH_FILE": (
+        "A file with one `Header-Name: value` per line instead of RECEIVER_KEY_AUTH.",
         "",
     ),
     "RECEIVER_ALLOWED_IPS": (
@@ -101,8 +118,8 @@ def load_config(environ=None) -> Config:
         raise ConfigError("RECEIVER_POOL_MIN_SIZE must not exceed RECEIVER_POOL_MAX_SIZE")
     return Config(
         database_url=database_url,
-        basic_auth=parse_basic_auth(get("RECEIVER_BASIC_AUTH")),
-        key_auth=parse_key_auth(get("RECEIVER_KEY_AUTH")),
+        basic_auth=_credentials(get, "RECEIVER_BASIC_AUTH", parse_basic_auth, _basic_auth_lines),
+        key_auth=_credentials(get, "RECEIVER_KEY_AUTH", parse_key_auth, parse_key_auth),
         allowed_networks=parse_networks(get("RECEIVER_ALLOWED_IPS")),
         trusted_proxies=_integer(get, "RECEIVER_TRUSTED_PROXIES", minimum=0),
         max_batch=_integer(get, "RECEIVER_MAX_BATCH", minimum=1),
@@ -118,28 +135,52 @@ def load_config(environ=None) -> Config:
     )
 
 
-def parse_basic_auth(text: str) -> tuple[tuple[str, str], ...]:
+def _credentials(get, name, parse_value, parse_file):
+    """The credentials of `name` or of the file named by `name`_FILE (not both)."""
+    value, path = get(name), get(f"{name}_FILE")
+    if value and path:
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    if not path:
+        return parse_value(value)
+    try:
+        with open(path, encoding="utf-8") as secrets:
+            text = secrets.read()
+    except (OSError, UnicodeDecodeError) as error:
+        # The path is not a secret; the content would be, and is never shown.
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {reason}") from None
+    return parse_file(text, f"{name}_FILE")
+
+
+def parse_basic_auth(text: str, name="RECEIVER_BASIC_AUTH") -> tuple[tuple[str, str], ...]:
     """`user:pass other:pass2` -> pairs; the password may itself contain colons."""
-    pairs = []
-    for item in text.split():
-        user, sep, password = item.partition(":")
-        if not sep or not user or not password:
-            # Never echo the item: it is a secret.
-            raise ConfigError("RECEIVER_BASIC_AUTH: every entry must be user:password")
-        pairs.append((user, password))
-    return tuple(pairs)
+    return tuple(_basic_pair(item, name) for item in text.split())
 
 
-def parse_key_auth(text: str) -> tuple[KeyAuth, ...]:
+def _basic_auth_lines(text: str, name) -> tuple[tuple[str, str], ...]:
+    """One `user:password` per line; the password is the rest of the line, blanks included."""
+    return tuple(_basic_pair(line, name) for line in text.splitlines() if line.strip())
+
+
+def _basic_pair(entry: str, name) -> tuple[str, str]:
+    user, sep, password = entry.partition(":")
+    if not sep or not user or not password or user != user.strip():
+        # Never echo the entry: it is a secret.
+        raise ConfigError(f"{name}: every entry must be user:password")
+    return user, password
+
+
+def parse_key_auth(text: str, name="RECEIVER_KEY_AUTH") -> tuple[KeyAuth, ...]:
     """`Header: value` per line -> KeyAuth entries."""
     entries = []
     for line in text.splitlines():
         if not line.strip():
             continue
         header, sep, value = line.partition(":")
+        # HTTP drops blanks around a header's value, so they cannot be part of the secret.
         header, value = header.strip(), value.strip()
         if not sep or not header or not value or not _is_token(header):
-            raise ConfigError("RECEIVER_KEY_AUTH: every line must be `Header-Name: value`")
+            raise ConfigError(f"{name}: every line must be `Header-Name: value`")
         entries.append(KeyAuth(header, value))
     return tuple(entries)
 

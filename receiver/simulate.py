@@ -1,4 +1,4 @@
-"""`receiver simulate`: a sender that behaves like Campaign, to try a deployment and load-test it.
+"""The Campaign-like sender behind `receiver simulate`, to try a deployment and load-test it.
 
 It generates realistic batches of every documented type (ids present or absent, as in the vendor
 samples), delivers some batches twice (a lost 200 makes Campaign re-send), and treats anything
@@ -12,13 +12,12 @@ counts rows by content the receiver cannot have invented, independently of its k
 import itertools
 import json
 import random
-import sys
+import statistics
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import requests
 
@@ -107,8 +106,18 @@ def make_event(rng, client_id, mail_id, created_ms, without_id) -> dict:
     return event
 
 
-def deliver(plan, url, auth, concurrency=8, retry_delay=10.0, give_up_after=3 * 86400.0,
-            timeout=10.0, progress=None, rate=None, tally=None) -> Tally:
+def deliver(
+    plan,
+    url,
+    auth,
+    concurrency=8,
+    retry_delay=10.0,
+    give_up_after=3 * 86400.0,
+    timeout=10.0,
+    progress=None,
+    rate=None,
+    tally=None,
+) -> Tally:
     """Send every batch like Campaign: retry anything but 200 after `retry_delay` seconds.
 
     With `rate` (events/s) batches are started on a schedule instead of as fast as possible;
@@ -187,12 +196,10 @@ def verify(plan, database_url) -> Verification:
     """Compare the plan's events with the rows stored for the run's client id."""
     import psycopg
 
+    from .storage import events
+
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT mail_id, count(*) FROM events WHERE client_id = %s GROUP BY mail_id",
-            (plan.client_id,),
-        ).fetchall()
-    stored = dict(rows)
+        stored = events.count_by_mail_id(conn, plan.client_id)
     expected = set(plan.mail_ids)
     return Verification(
         expected=len(expected),
@@ -204,8 +211,10 @@ def verify(plan, database_url) -> Verification:
 
 
 def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+    """The `fraction` quantile of `values` (0.0 when there are none)."""
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[round(fraction * 100) - 1]
 
 
 def summary_lines(plan, tally, elapsed) -> list[str]:
@@ -221,102 +230,3 @@ def summary_lines(plan, tally, elapsed) -> list[str]:
         f"latency: p50 {percentile(tally.latencies, 0.5) * 1000:.1f} ms, "
         f"p99 {percentile(tally.latencies, 0.99) * 1000:.1f} ms",
     ]
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, total, stream=sys.stderr):
-        self.total, self.stream = total, stream
-        self.enabled = stream.isatty()
-        self.started = self.last = time.monotonic()
-        self.lock = threading.Lock()
-
-    def __call__(self, tally):
-        now = time.monotonic()
-        if not self.enabled or now - self.last < 0.2:
-            return
-        with self.lock:
-            self.last = now
-            done = tally.delivered_batches
-            width = 30
-            filled = int(width * done / max(self.total, 1))
-            rate = tally.delivered_events / max(now - self.started, 1e-9)
-            self.stream.write(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} batches "
-                f"{rate:,.0f} ev/s retries {tally.retries}  "
-            )
-            self.stream.flush()
-
-    def close(self):
-        if self.enabled:
-            self.stream.write("\n")
-
-
-def local_defaults(state_dir=Path(".receiver")):
-    """Credentials and database of a local `receiver serve` (development mode), if any."""
-    user = password = database_url = None
-    credentials = state_dir / "credentials"
-    if credentials.exists():
-        user, _, password = credentials.read_text().strip().partition(":")
-    pgdata = state_dir / "pgdata"
-    if (pgdata / "postmaster.pid").exists():
-        from pgserver.utils import PostmasterInfo
-
-        info = PostmasterInfo.read_from_pgdata(pgdata.resolve())
-        if info is not None and info.is_running():
-            database_url = info.get_uri()
-    return user, password, database_url
-
-
-def add_arguments(parser):
-    parser.add_argument("--url", default="http://127.0.0.1:8000/webhook", help="target URL")
-    parser.add_argument("--user", help="Basic Auth user (default: .receiver/credentials)")
-    parser.add_argument("--password", help="Basic Auth password (or $RECEIVER_SIMULATE_PASSWORD)")
-    parser.add_argument("--events", type=int, default=10_000, help="unique events to send")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--duplicates", type=float, default=0.1,
-                        help="share of batches delivered twice (default 0.1)")
-    parser.add_argument("--without-id", type=float, default=0.5,
-                        help="share of events without an id (default 0.5)")
-    parser.add_argument("--concurrency", type=int, default=8, help="parallel connections")
-    parser.add_argument("--rate", type=float, help="events per second (default: as fast as "
-                        "the receiver answers)")
-    parser.add_argument("--retry-delay", type=float, default=10.0,
-                        help="seconds before re-sending a batch that was not answered 200")
-    parser.add_argument("--give-up-after", type=float, default=3 * 86400.0,
-                        help="seconds after which a batch is dropped (Campaign: three days)")
-    parser.add_argument("--seed", type=int, help="random seed, for a reproducible run")
-    parser.add_argument("--verify", action="store_true",
-                        help="compare with the database afterwards; exit 1 on any difference")
-    parser.add_argument("--database-url", help="for --verify (default $DATABASE_URL, or the "
-                        "embedded database of a local `receiver serve`)")
-
-
-def run(args, environ) -> int:
-    """The command: plan, deliver, summarise, verify."""
-    local_user, local_password, local_db = local_defaults()
-    user = args.user or local_user
-    password = args.password or environ.get("RECEIVER_SIMULATE_PASSWORD") or local_password
-    if not user or not password:
-        print("receiver simulate: give --user and --password", file=sys.stderr)
-        return 2
-    database_url = args.database_url or environ.get("DATABASE_URL") or local_db
-    if args.verify and not database_url:
-        print("receiver simulate: --verify needs --database-url or DATABASE_URL", file=sys.stderr)
-        return 2
-    plan = make_plan(args.events, args.batch_size, args.duplicates, args.without_id, args.seed)
-    bar = ProgressBar(len(plan.batches))
-    started = time.monotonic()
-    tally = deliver(plan, args.url, (user, password), args.concurrency, args.retry_delay,
-                    args.give_up_after, progress=bar, rate=args.rate)
-    bar.close()
-    for line in summary_lines(plan, tally, time.monotonic() - started):
-        print(line)
-    if not args.verify:
-        return 0 if tally.gave_up == 0 else 1
-    result = verify(plan, database_url)
-    print(f"verify: expected {result.expected}, stored {result.found}, missing "
-          f"{result.missing}, extra {result.extra}, duplicated {result.duplicated}: "
-          f"{'OK' if result.ok else 'MISMATCH'}")
-    return 0 if result.ok else 1

@@ -1,10 +1,17 @@
-"""Real PostgreSQL for every test: TEST_DATABASE_URL when set, otherwise an embedded server.
+"""Fixtures and the folder rules of the suite.
 
-A template database is migrated once per session and cloned per test (CREATE DATABASE ...
-TEMPLATE), so each test starts from a fresh, fully migrated schema in tens of milliseconds.
+tests/unit/ runs without any database, tests/integration/ against real PostgreSQL through the
+fixtures below, tests/system/ with real processes (gunicorn, nginx, Prometheus, clusters of
+their own). Each test is marked `unit`, `integration` or `system` by its folder, and every system
+test is also `slow`; a unit test that asks for a database fixture fails.
+
+Real PostgreSQL: TEST_DATABASE_URL when set, otherwise an embedded server. A template database
+is migrated once per session and cloned per test (CREATE DATABASE ... TEMPLATE), so each test
+starts from a fresh, fully migrated schema in tens of milliseconds.
 """
 
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import replace
@@ -13,12 +20,55 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from receiver import create_app, db
+from receiver import create_app
 from receiver.config import Config
-from receiver.embedded import start_embedded
-from receiver.migrate import migrate
+from receiver.storage import db
+from receiver.storage.embedded import start_embedded
+from receiver.storage.migrate import migrate
 
 from support import PASSWORD, USER, OwnedPostgres, admin_execute, with_database
+
+TESTS = Path(__file__).resolve().parent
+KINDS = ("unit", "integration", "system")
+# Fixtures that reach a PostgreSQL server (the shared one or a cluster of the test's own). The
+# check looks at every fixture a test uses, directly or through others: a test-local fixture built
+# on database_url (a pool, a shared client) is caught through database_url.
+DATABASE_FIXTURES = frozenset({
+    "server_url", "template_db", "database_url", "config", "make_client", "client", "query",
+    "pool", "owned_postgres",
+})  # fmt: skip
+
+
+def kind_of(item) -> str | None:
+    """`unit`, `integration` or `system`: the test's top folder under tests/."""
+    try:
+        top = item.path.relative_to(TESTS).parts[0]
+    except ValueError:  # a test outside tests/
+        return None
+    return top if top in KINDS else None
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        kind = kind_of(item)
+        if kind is None:
+            continue
+        item.add_marker(kind)
+        if kind == "system":
+            item.add_marker("slow")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Fail a unit test that uses a database fixture, before any fixture (or server) starts."""
+    if kind_of(item) == "unit":
+        used = sorted(DATABASE_FIXTURES.intersection(item.fixturenames))
+        if used:
+            pytest.fail(
+                f"{item.nodeid}: a unit test uses no database, but this one requests "
+                f"{', '.join(used)}; move it to tests/integration/",
+                pytrace=False,
+            )
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +79,13 @@ def server_url():
         yield url
         return
     # Not under pytest's basetemp: concurrent pytest sessions prune each other's basetemp.
-    data_dir = Path(tempfile.mkdtemp(prefix="receiver-test-pg-")) / "data"
-    server = start_embedded(data_dir, cleanup_mode="delete")
-    yield server.get_uri()
+    base = Path(tempfile.mkdtemp(prefix="receiver-test-pg-"))
+    server = start_embedded(base / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()  # stops the server and deletes its data directory
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

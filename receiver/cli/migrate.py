@@ -1,0 +1,23 @@
+"""`receiver migrate`: apply pending migrations (the Procfile's release step)."""
+
+import click
+
+from ..storage import migrate as migrations
+from . import common
+
+
+@click.command()
+def migrate():
+    """Apply pending database migrations to DATABASE_URL (or the development database).
+
+    Idempotent, and safe when several processes run it at once (an advisory lock)."""
+    applied = migrations.migrate(common.database_url())
+    click.echo(
+        f"receiver: {len(applied)} migration(s) applied"
+        + "".join(f"\n  {m.version:03d}_{m.name}" for m in applied)
+    )
+    return 0
+
+
+def register(group):
+    group.add_command(migrate)

@@ -1,0 +1,1 @@
+"""From a request body to validated events: JSON decoding, marshmallow schemas, replay."""

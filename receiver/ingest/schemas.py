@@ -1,0 +1,250 @@
+"""Marshmallow schemas for Campaign's events, and the batch validator built on them.
+
+A schema checks only what goes into a typed column; everything else in the event is kept as
+received in `payload`, so new fields need no change here (forward compatibility). An unknown
+`type` is validated by the generic schema and stored like any other event.
+"""
+
+import hashlib
+import re
+from typing import NamedTuple
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+from . import jsoncodec
+
+BIGINT_MAX = 2**63 - 1
+# created is epoch milliseconds; this window is what PostgreSQL and Python both represent
+# (0001-01-01 to 9999-12-31). Anything outside is a broken value, not a date.
+CREATED_MIN = -62_135_596_800_000
+CREATED_MAX = 253_402_300_799_999
+MAX_EVENT_ID_LENGTH = 512
+MAX_TYPE_LENGTH = 100
+# ASCII digits only, and few enough of them that int() cannot refuse (Python caps conversions
+# at 4300 digits) and the value has a chance to fit: everything else is a validation error.
+_ID_DIGITS = re.compile(r"[0-9]{1,19}")
+_MILLIS_DIGITS = re.compile(r"-?[0-9]{1,16}")
+
+
+class CheckedField(fields.Field):
+    """Base of our fields: they check their values in `_deserialize` themselves.
+
+    Marshmallow builds a `validate.And` of a field's validators on every call, even when there
+    are none; ours have none, and this runs for every field of every event (1,400 times for a
+    batch of 100 opens), so the empty step is skipped."""
+
+    def _validate(self, value):
+        if self.validators:
+            super()._validate(value)
+
+
+class CampaignId(CheckedField):
+    """A non-negative id that fits bigint, as a JSON integer or a string of ASCII digits.
+
+    Floats are refused: an 11+ digit id that went through a float may have lost digits, and
+    storing a wrong id is worse than quarantining the event."""
+
+    default_error_messages = {"invalid": "Not a whole number from 0 to 2^63-1."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and _ID_DIGITS.fullmatch(value):
+            value = int(value)
+        if type(value) is not int or not 0 <= value <= BIGINT_MAX:
+            raise self.make_error("invalid")
+        return value
+
+
+class EpochMillis(CheckedField):
+    """Epoch milliseconds as a JSON integer or a string of ASCII digits (optionally signed)."""
+
+    default_error_messages = {"invalid": "Not epoch milliseconds between years 1 and 9999."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and _MILLIS_DIGITS.fullmatch(value):
+            value = int(value)
+        if type(value) is not int or not CREATED_MIN <= value <= CREATED_MAX:
+            raise self.make_error("invalid")
+        return value
+
+
+class Text(CheckedField):
+    """A string of at most `max_length` characters; with `numbers=True` a JSON integer is
+    accepted and kept as its digits. (The length check lives here rather than in a `validate=`
+    validator, which marshmallow rebuilds on every call: this runs 100 times a batch.)"""
+
+    default_error_messages = {
+        "invalid": "Not a string.",
+        "empty": "Must not be empty.",
+        "too_long": "Longer than {max_length} characters.",
+    }
+
+    def __init__(self, *, numbers=False, max_length=None, allow_empty=True, **kwargs):
+        kwargs.setdefault("allow_none", True)
+        super().__init__(**kwargs)
+        self.numbers, self.max_length, self.allow_empty = numbers, max_length, allow_empty
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if self.numbers and type(value) is int:
+            value = str(value)
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        if not value and not self.allow_empty:
+            raise self.make_error("empty")
+        if self.max_length is not None and len(value) > self.max_length:
+            raise self.make_error("too_long", max_length=self.max_length)
+        return value
+
+
+class EventSchema(Schema):
+    """Fields every Campaign event may carry; also the schema for types nobody knows yet."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = Text(required=True, allow_none=False, allow_empty=False, max_length=MAX_TYPE_LENGTH)
+    client_id = CampaignId(data_key="clientId", required=True)
+    created = EpochMillis(required=True)
+    event_id = Text(data_key="id", numbers=True, max_length=MAX_EVENT_ID_LENGTH)
+    mailing_id = CampaignId(data_key="mailingId", allow_none=True)
+    user_list_id = CampaignId(data_key="userListId", allow_none=True)
+    subscription_id = CampaignId(data_key="subscriptionId", allow_none=True)
+    recipient_id = Text(data_key="recipientId", numbers=True)
+    mail_id = Text(data_key="mailId")
+    media_type = Text(data_key="mediaType")
+
+
+class OpenSchema(EventSchema):
+    """open: a recipient opened a mail; the client that opened it is described."""
+
+    remote_address = Text(data_key="remoteAddress")
+    device = Text()
+    operating_system = Text(data_key="operatingSystem")
+    browser = Text()
+
+
+class ClickSchema(OpenSchema):
+    """click: like an open, plus the link that was clicked."""
+
+    link = Text()
+
+
+class BounceSchema(EventSchema):
+    """bounce: a mail came back; softbounce/hardbounce and why."""
+
+    category = Text()
+    reason = Text()
+    threshold_exceeded = fields.Boolean(data_key="thresholdExceeded", allow_none=True)
+
+
+# Every documented type. Types whose fields beyond the common ones are not documented use the
+# common schema; their other fields are kept in `payload` all the same.
+SCHEMAS = {
+    "open": OpenSchema(),
+    "click": ClickSchema(),
+    "bounce": BounceSchema(),
+    "sent": EventSchema(),
+    "unsubscribe": EventSchema(),
+    "spamcomplaint": EventSchema(),
+    "singleoptin": EventSchema(),
+    "confirmedoptin": EventSchema(),
+    "doubleoptin": EventSchema(),
+    "blocklist": EventSchema(),
+    "archive": EventSchema(),  # the type's name when the webhook is created...
+    "archived": EventSchema(),  # ...and when it is listed back
+    "filteredbyblocklist": EventSchema(),
+}
+GENERIC_SCHEMA = EventSchema()
+
+
+class ValidatedEvent(NamedTuple):
+    """An event that passed validation: its typed fields (with `event_key`) and payload bytes."""
+
+    fields: dict
+    payload: bytes
+
+    @property
+    def type(self) -> str:
+        return self.fields["type"]
+
+
+class InvalidEvent(ValueError):
+    """An item that cannot be stored as an event; the message is the quarantine reason."""
+
+
+def schema_for(item: dict) -> Schema:
+    """The documented type's schema, or the generic one."""
+    kind = item.get("type")
+    return SCHEMAS.get(kind, GENERIC_SCHEMA) if isinstance(kind, str) else GENERIC_SCHEMA
+
+
+def validate_event(item) -> ValidatedEvent:
+    """Validate one item into a ValidatedEvent, or raise InvalidEvent."""
+    if not isinstance(item, dict):
+        raise InvalidEvent(f"event is a JSON {_json_kind(item)}, not an object")
+    try:
+        return _complete(item, schema_for(item).load(item))
+    except ValidationError as error:
+        raise InvalidEvent(_describe(error.messages)) from None
+
+
+def validate_events(items):
+    """Yield (item, ValidatedEvent) or (item, exception) for each item of a batch.
+
+    Marshmallow loads each type's events in one call (many=True), which costs less per event
+    than a call each; a group with any invalid event is redone event by event for the reasons."""
+    groups = {}
+    for item in items:
+        schema = schema_for(item) if isinstance(item, dict) else None
+        groups.setdefault(schema, []).append(item)
+    for schema, group in groups.items():
+        loaded = None
+        if schema is not None:
+            try:
+                loaded = schema.load(group, many=True)
+            except Exception:  # invalid events (or worse): redo one by one, each caught below
+                loaded = None
+        for index, item in enumerate(group):
+            try:
+                yield item, (_complete(item, loaded[index]) if loaded else validate_event(item))
+            except Exception as error:  # the caller decides what an unexpected error means
+                yield item, error
+
+
+def _complete(item, data) -> ValidatedEvent:
+    """Add what the schema does not compute: the stored payload and the idempotency key."""
+    try:
+        payload = jsoncodec.encode(item)
+        data["event_key"] = event_key(item, data)
+    except jsoncodec.Unstorable as error:
+        raise InvalidEvent(str(error)) from None
+    return ValidatedEvent(data, payload)
+
+
+def event_key(item: dict, data: dict) -> str:
+    """The idempotency key: Campaign's `id`, or a digest of the event's canonical content.
+
+    Events without an id (the documented opens have none) are identified by everything they
+    say, so a re-delivery maps to the same key and two events differing in any field never do."""
+    if data.get("event_id"):
+        return data["event_id"]
+    return "sha256:" + hashlib.sha256(jsoncodec.canonical(item)).hexdigest()
+
+
+def _describe(messages: dict) -> str:
+    parts = []
+    for name, problems in sorted(messages.items()):
+        text = "; ".join(problems) if isinstance(problems, list) else str(problems)
+        parts.append(f"{name}: {text}")
+    return "invalid event: " + ", ".join(parts)
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array"

@@ -1,0 +1,1 @@
+"""Prometheus metrics (every one declared in `metrics`) and their multiprocess files."""

@@ -1,0 +1,149 @@
+"""The `events` table: the one statement a batch is written with, and the per-event fallback.
+
+Idempotency lives in the database, not in the process: `events_key UNIQUE (client_id, type,
+event_key)` with INSERT ... ON CONFLICT DO NOTHING makes a retry, a duplicate delivery or the same
+batch on eight workers at once store each event exactly once, whatever the receiver's own state.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import psycopg
+
+from . import db, quarantine
+from .quarantine import Rejected
+
+# The typed columns the receiver writes, with their PostgreSQL types: the one list of them
+# (tests/integration/storage/test_migrate.py checks it against the migrated table).
+EVENT_COLUMNS = (
+    ("event_key", "text"),
+    ("event_id", "text"),
+    ("client_id", "bigint"),
+    ("type", "text"),
+    ("created_at", "timestamptz"),
+    ("mailing_id", "bigint"),
+    ("user_list_id", "bigint"),
+    ("subscription_id", "bigint"),
+    ("recipient_id", "text"),
+    ("mail_id", "text"),
+    ("media_type", "text"),
+    ("category", "text"),
+    ("reason", "text"),
+    ("threshold_exceeded", "boolean"),
+    ("link", "text"),
+    ("device", "text"),
+    ("operating_system", "text"),
+    ("browser", "text"),
+    ("remote_address", "text"),
+    ("payload", "jsonb"),
+)
+
+
+def _insert_events_sql():
+    names = ", ".join(name for name, _ in EVENT_COLUMNS)
+    definitions = ", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS)
+    # One statement per batch, its rows as one JSON document (built by orjson in C; binding 20
+    # arrays cost more Python time than everything else together). ON CONFLICT DO NOTHING turns
+    # every duplicate (retry, re-delivery, a concurrent worker) into a skipped row.
+    return (
+        f"INSERT INTO events ({names})\n"
+        f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS r({definitions})\n"
+        "ON CONFLICT (client_id, type, event_key) DO NOTHING\n"
+        # What was stored, for the per-type counters and the event-lag histogram.
+        "RETURNING type, extract(epoch FROM received_at - created_at)::float8"
+    )
+
+
+INSERT_EVENTS = _insert_events_sql()
+# `receiver simulate --verify`: rows per mailId of one run's client, counted by content.
+COUNT_BY_MAIL_ID = "SELECT mail_id, count(*) FROM events WHERE client_id = %s GROUP BY mail_id"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class BatchResult:
+    stored: list = field(default_factory=list)  # (type, lag seconds) of each stored event
+    rejected: list = field(default_factory=list)  # Rejected, quarantined in this transaction
+
+
+def store_batch(pool, events, rejected) -> BatchResult:
+    """Store valid events and quarantine the rest, atomically; return what was stored.
+
+    `events` are schemas.ValidatedEvent. Returns only after COMMIT: the caller's 200 must mean
+    the events are durable."""
+    if not events and not rejected:
+        return BatchResult()
+    events = sort_by_key(events)
+
+    def write(conn):
+        if not rejected:
+            # The common case. The pool's connections are in autocommit, so this statement is a
+            # transaction of its own: execute() returns after PostgreSQL has committed it (the
+            # server commits before ReadyForQuery), in one round trip instead of three.
+            try:
+                return BatchResult(conn.execute(INSERT_EVENTS, (recordset(events),)).fetchall())
+            except psycopg.Error as error:
+                if not db.is_content_error(error):
+                    raise
+                # Nothing was committed; the transaction below redoes it event by event.
+        with conn.transaction():
+            stored, refused = insert_events(conn, events, presorted=True)
+            result = BatchResult(stored, [*rejected, *refused])
+            quarantine.keep(conn, result.rejected)
+        return result
+
+    return db.run_on_connection(pool, write)
+
+
+def insert_events(conn, events, presorted=False) -> tuple[list, list]:
+    """Insert events inside the caller's transaction: (stored rows, Rejected for the refused).
+
+    All in one statement; if PostgreSQL refuses a value that passed validation (rare), event by
+    event under savepoints, so that one poison event cannot hold back the other 99."""
+    if not events:
+        return [], []
+    if not presorted:
+        events = sort_by_key(events)
+    try:
+        with conn.transaction():
+            return conn.execute(INSERT_EVENTS, (recordset(events),)).fetchall(), []
+    except psycopg.Error as error:
+        if not db.is_content_error(error):
+            raise
+    stored, refused = [], []
+    for event in events:
+        try:
+            with conn.transaction():
+                stored += conn.execute(INSERT_EVENTS, (recordset([event]),)).fetchall()
+        except psycopg.Error as error:
+            if not db.is_content_error(error):
+                raise
+            reason = f"refused by PostgreSQL: {error.diag.message_primary or error}"
+            refused.append(Rejected("event", reason, event.payload, event.type, True))
+    return stored, refused
+
+
+def count_by_mail_id(conn, client_id) -> dict:
+    """{mail_id: rows} for one client (the simulator's verification)."""
+    return dict(conn.execute(COUNT_BY_MAIL_ID, (client_id,)).fetchall())
+
+
+def sort_by_key(events):
+    # Inserting in one global order means two transactions never wait on each other's keys in
+    # opposite orders, so concurrent overlapping batches cannot deadlock.
+    return sorted(
+        events, key=lambda e: (e.fields["client_id"], e.fields["type"], e.fields["event_key"])
+    )
+
+
+def recordset(events) -> str:
+    """The rows as one JSON array for jsonb_to_recordset; payloads are embedded as received."""
+    rows = []
+    for data, payload in events:
+        row = dict(data)
+        # Exact integer arithmetic for created_at, whatever the year; orjson writes RFC 3339.
+        row["created_at"] = EPOCH + timedelta(milliseconds=data["created"])
+        row["payload"] = orjson.Fragment(payload)  # already serialised and checked
+        rows.append(row)
+    return orjson.dumps(rows).decode()

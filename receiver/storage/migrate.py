@@ -1,0 +1,78 @@
+"""Plain numbered SQL migrations, applied in order, each exactly once.
+
+The files live in the checkout's top-level `migrations/` and are packaged as the
+`receiver.migrations` package (setup.cfg); they are always found through the package, never
+by a path next to this file, so an installed receiver and a checkout read the same files.
+
+Safe to run from several processes at once (a release step and a test, two deploys): a
+transaction-scoped advisory lock makes the second wait, then find nothing left to do.
+"""
+
+import importlib.resources
+import re
+from dataclasses import dataclass
+
+import psycopg
+
+# Any fixed bigint works; this one is the ASCII of "receiver", recognisable in pg_locks.
+ADVISORY_LOCK_ID = 0x7265636569766572
+_FILENAME = re.compile(r"(\d+)_([a-z0-9_]+)\.sql")
+
+CREATE_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations_dir():
+    """The packaged migrations (the checkout's migrations/ folder in an editable install)."""
+    return importlib.resources.files("receiver.migrations")
+
+
+def load_migrations(folder=None) -> list[Migration]:
+    """Every migration file, ordered by version; duplicate versions are an error."""
+    found = {}
+    for entry in (folder or migrations_dir()).iterdir():
+        match = _FILENAME.fullmatch(entry.name)
+        if not match:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise ValueError(f"two migrations numbered {version}")
+        found[version] = Migration(version, match.group(2), entry.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+def migrate(conninfo: str) -> list[Migration]:
+    """Apply pending migrations in one transaction; return what was applied."""
+    with psycopg.connect(conninfo, autocommit=False) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+        conn.execute(CREATE_LEDGER)
+        todo = pending(conn)
+        for migration in todo:
+            conn.execute(migration.sql)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+        conn.commit()
+    return todo
+
+
+def pending(conn) -> list[Migration]:
+    """Migrations not yet recorded in schema_migrations (all of them on a fresh database)."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()[0]
+    applied = set()
+    if exists:
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    return [m for m in load_migrations() if m.version not in applied]

@@ -1,0 +1,1 @@
+"""The HTTP side: the webhook, its authentication, probes, request logs, gunicorn settings."""

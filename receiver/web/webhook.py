@@ -1,0 +1,169 @@
+"""POST /webhook: the target URL Campaign delivers batches of events to.
+
+Campaign retries anything but HTTP 200 every 10 seconds for three days, then drops the events.
+So the answer is a promise: 200 only once every event of the batch is committed (stored, already
+stored, or quarantined); 503 when the database cannot take it now, so the sender's retry is our
+buffer; and never a 5xx for content, which would only bring the same poison back 25,900 times.
+"""
+
+import logging
+import time
+from collections import Counter
+
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+
+from ..ingest import jsoncodec, schemas
+from ..observability import metrics
+from ..storage import db, events, quarantine
+from . import auth
+
+bp = Blueprint("webhook", __name__)
+logger = logging.getLogger("receiver.webhook")
+
+CHALLENGE = {"WWW-Authenticate": 'Basic realm="receiver", charset="UTF-8"'}
+
+
+@bp.post("/webhook")
+def receive_batch():
+    """Authenticate, parse, validate, store; every exit sets a status and one outcome."""
+    config = current_app.config["RECEIVER"]
+    authenticator = auth.get_authenticator()
+
+    # 403 before anything else: a source outside the allow-list learns nothing, not even
+    # whether its credentials would have worked.
+    if not authenticator.source_allowed(request):
+        metrics.AUTH_FAILURES.labels(auth.SOURCE_DENIED).inc()
+        return finish("source_denied", 403, {"error": "source address not allowed"})
+    refusal = authenticator.check_credentials(request)
+    if refusal:
+        metrics.AUTH_FAILURES.labels(refusal).inc()
+        return finish("unauthorized", 401, {"error": "authentication required"}, CHALLENGE)
+
+    try:
+        body = request.get_data(cache=False)
+        if len(body) > config.max_body_bytes:
+            raise RequestEntityTooLarge()
+        if request.content_length is not None and len(body) < request.content_length:
+            # Behind gunicorn, werkzeug reads a client that hung up mid-body as end of body.
+            raise ClientDisconnected()
+    except RequestEntityTooLarge:
+        # Nothing stored: Campaign never sends this much (100 events); it is someone else.
+        return finish("too_large", 413, {"error": f"body over {config.max_body_bytes} bytes"})
+    except ClientDisconnected:
+        # The body was cut off in transit: a retry brings it whole, so keep nothing.
+        return finish("incomplete", 400, {"error": "request body incomplete"})
+
+    if not body.removeprefix(jsoncodec.UTF8_BOM).strip():
+        # Nothing to keep and nothing to retry into shape: refused, and not quarantined (a
+        # `curl --data-binary @missing-file` posts an empty body; it must leave no junk behind).
+        return finish("bad_body", 400, {"error": "empty body"})
+    try:
+        items = jsoncodec.decode_batch(body)
+    except jsoncodec.BadBody as error:
+        # Not JSON, or not a list/object. Campaign only sends JSON lists, so this is a body
+        # mangled in transit (a retry may bring it whole) or not Campaign at all: answer 400 and
+        # keep the body in quarantine (once, however often it is retried) so nothing is lost.
+        try:
+            quarantine.keep_body(db.get_pool(), body, str(error))
+        except db.DatabaseUnavailable:
+            return unavailable()
+        metrics.BODIES_QUARANTINED.inc()
+        return finish("bad_body", 400, {"error": str(error)})
+
+    if len(items) > config.max_batch:
+        return finish("too_large", 413, {"error": f"more than {config.max_batch} events"})
+
+    valid, rejected = validate_items(items, body)
+    started = time.perf_counter()
+    try:
+        result = events.store_batch(db.get_pool(), valid, rejected)
+    except db.DatabaseUnavailable:
+        # Nothing was committed; the sender keeps the batch and retries in 10 s.
+        return unavailable()
+    metrics.DATABASE_SECONDS.observe(time.perf_counter() - started)
+
+    # Committed. Invalid events are in quarantine with their reason, so the whole batch is
+    # acknowledged: a non-200 would make the sender re-send the valid events with the poison.
+    summary = count_outcomes(valid, result)
+    metrics.BATCH_SIZE.observe(len(items))
+    return finish("ok", 200, {"received": len(items), **summary})
+
+
+def validate_items(items, body):
+    """Split items into storable events and quarantine entries with their reasons."""
+    valid, rejected = [], []
+    for item, outcome in schemas.validate_events(items):
+        if isinstance(outcome, schemas.ValidatedEvent):
+            valid.append(outcome)
+        else:
+            error = outcome
+            if not isinstance(error, schemas.InvalidEvent):
+                # A bug of ours met by this content. Quarantine it (replayable after the fix)
+                # rather than answer 5xx: the sender would re-send the batch for three days.
+                logger.error("unexpected error validating an event", exc_info=error)
+                error = schemas.InvalidEvent(f"could not validate: {type(error).__name__}")
+            kind = item.get("type") if isinstance(item, dict) else None
+            content = jsoncodec.preserve(item)
+            if content is None:  # cannot be re-serialised: keep the whole body instead
+                reason = f"{error} (whole body kept)"
+                rejected.append(quarantine.Rejected("body", reason, body, kind))
+            else:
+                rejected.append(quarantine.Rejected("event", str(error), content, kind))
+    return valid, rejected
+
+
+def count_outcomes(valid_events, result):
+    """The response's counts; also feeds the per-type event metrics."""
+    valid = Counter(metric_type(event.type) for event in valid_events)
+    stored = Counter(metric_type(kind) for kind, _ in result.stored)
+    quarantined = Counter(metric_type(item.event_type) for item in result.rejected)
+    # Events PostgreSQL refused after validation are quarantined, not duplicates.
+    refused = Counter(
+        metric_type(item.event_type) for item in result.rejected if item.after_validation
+    )
+    for label in valid.keys() | quarantined.keys():
+        metrics.EVENTS.labels(label, "stored").inc(stored[label])
+        metrics.EVENTS.labels(label, "duplicate").inc(valid[label] - stored[label] - refused[label])
+        metrics.EVENTS.labels(label, "quarantined").inc(quarantined[label])
+    for _, lag in result.stored:
+        metrics.EVENT_LAG_SECONDS.observe(max(lag, 0.0))
+    if result.stored:
+        metrics.LAST_STORED.set_to_current_time()
+    total_stored = len(result.stored)
+    return {
+        "stored": total_stored,
+        "duplicates": len(valid_events) - total_stored - sum(refused.values()),
+        "quarantined": len(result.rejected),
+    }
+
+
+def metric_type(kind) -> str:
+    """Documented types as themselves, anything else as `other`: bounded label values."""
+    return kind if isinstance(kind, str) and kind in schemas.SCHEMAS else "other"
+
+
+def unavailable():
+    retry_after = current_app.config["RECEIVER"].retry_after_seconds
+    return finish(
+        "unavailable",
+        503,
+        {"error": "database unavailable, retry later"},
+        {"Retry-After": str(retry_after)},
+    )
+
+
+def finish(outcome, status, body, headers=None):
+    """Build the answer and record the request's one outcome."""
+    metrics.REQUESTS.labels(outcome, str(status)).inc()
+    g.outcome = outcome
+    g.counts = body if status == 200 else None
+    response = jsonify(body)
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def init_app(app):
+    app.register_blueprint(bp)

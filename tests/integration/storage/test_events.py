@@ -1,0 +1,80 @@
+"""The batch transaction (receiver.storage.events): exactly once under concurrency, quarantine
+kept once."""
+
+import random
+import threading
+
+import psycopg_pool
+import pytest
+
+from receiver.ingest import schemas
+from receiver.storage import events
+from receiver.storage.quarantine import Rejected
+
+from support import event
+
+
+@pytest.fixture
+def pool(database_url):
+    with psycopg_pool.ConnectionPool(database_url, min_size=1, max_size=16, open=True) as pool:
+        yield pool
+
+
+def validated(*items):
+    return [schemas.validate_event(item) for item in items]
+
+
+def run_concurrently(count, work):
+    """Start `count` threads that begin `work(i)` at the same instant; return the results."""
+    barrier = threading.Barrier(count)
+    results, errors = [None] * count, []
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as error:  # collected and re-raised below, so none is hidden
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_same_batch_from_eight_writers_is_stored_once(pool, query):
+    # Half the events carry an id, half are keyed by their content (like the documented opens).
+    items = [event(id=f"ev-{i}") if i % 2 else event(mailingId=i) for i in range(100)]
+    results = run_concurrently(8, lambda _: events.store_batch(pool, validated(*items), []))
+    assert sum(len(r.stored) for r in results) == 100
+    assert query("SELECT count(*), count(DISTINCT event_key) FROM events") == [(100, 100)]
+
+
+def test_overlapping_batches_in_different_orders_do_not_deadlock(pool, query):
+    items = [event(id=f"shared-{i}") for i in range(200)]
+
+    def shuffled_batch(seed):
+        batch = random.Random(seed).sample(items, 100)
+        return events.store_batch(pool, validated(*batch), [])
+
+    results = run_concurrently(8, shuffled_batch)
+    stored = sum(len(r.stored) for r in results)
+    assert stored == query("SELECT count(*) FROM events")[0][0]
+    assert query("SELECT count(*) = count(DISTINCT event_key) FROM events") == [(True,)]
+
+
+def test_the_same_rejected_content_from_concurrent_retries_is_kept_once(pool, query):
+    rejected = [Rejected("event", "bad", b'{"type": 1}')]
+    run_concurrently(8, lambda _: events.store_batch(pool, [], rejected))
+    assert query("SELECT times_received FROM quarantine") == [(8,)]
+
+
+def test_two_identical_rejections_in_one_batch_are_one_row(pool, query):
+    twice = [Rejected("event", "bad", b"7"), Rejected("event", "bad", b"7")]
+    result = events.store_batch(pool, [], twice)
+    assert len(result.rejected) == 2
+    assert query("SELECT content, times_received FROM quarantine") == [(b"7", 1)]

@@ -1,0 +1,182 @@
+"""The receiver as deployed: real gunicorn workers, and the `receiver serve` command
+(receiver.cli.serve, with receiver.web.gunicorn_conf)."""
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+import requests
+
+from support import (
+    GUNICORN_CONFIG,
+    ROOT,
+    Gunicorn,
+    basic,
+    body,
+    event,
+    free_port,
+    post,
+    sample,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def gunicorn(database_url):
+    server = Gunicorn({"DATABASE_URL": database_url}, workers=2)
+    yield server
+    server.stop()
+
+
+def test_one_batch_from_eight_concurrent_clients_is_stored_once(gunicorn, query):
+    # Half the events without an id, as in the documented open sample.
+    batch = body(*[event(id=f"c-{i}") if i % 2 else event(mailingId=i) for i in range(100)])
+    barrier = threading.Barrier(8)
+    answers = [None] * 8
+
+    def send(i):
+        barrier.wait()
+        answers[i] = gunicorn.post(batch)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [200] * 8
+    assert sum(a.json()["stored"] for a in answers) == 100
+    assert sum(a.json()["duplicates"] for a in answers) == 700
+    assert query("SELECT count(*), count(DISTINCT event_key) FROM events") == [(100, 100)]
+
+
+def test_chunked_body_over_the_limit_is_413(database_url, query):
+    server = Gunicorn({"DATABASE_URL": database_url, "RECEIVER_MAX_BODY_BYTES": "4096"}, workers=1)
+    try:
+        chunk = body(*[event(id=f"chunk-{i}", pad="x" * 200) for i in range(40)])
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        headers = {"Authorization": requests_auth_header(), "Transfer-Encoding": "chunked"}
+        connection.request(
+            "POST",
+            "/webhook",
+            body=iter([chunk[:3000], chunk[3000:]]),
+            headers=headers,
+            encode_chunked=True,
+        )
+        assert connection.getresponse().status == 413
+        connection.close()
+        small = server.post(body(event(id="small")))
+        assert small.status_code == 200
+    finally:
+        server.stop()
+    assert query("SELECT event_key FROM events") == [("small",)]
+
+
+def requests_auth_header():
+    return basic()["Authorization"]
+
+
+def test_receiver_serve_runs_embedded_postgres_with_generated_credentials(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RECEIVER_"))}
+    # The development state (embedded PostgreSQL, credentials) in a directory of the test's own.
+    state = tmp_path / "state"
+    env["RECEIVER_STATE_DIR"] = str(state)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "serve", "--bind", f"127.0.0.1:{port}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = read_until(process.stdout, "curl -u")
+        user, password = re.search(r"curl -u (\S+?):(\S+) ", banner).groups()
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: healthy(url), timeout=30)
+        opens = post(url, sample("open-batch.json"), basic(user, password))
+        assert opens.status_code == 200
+        assert opens.json()["stored"] == 1
+        for expected_stored in (1, 0):
+            bounce = post(url, sample("bounce-event.json"), basic(user, password))
+            assert bounce.json()["stored"] == expected_stored
+        assert post(url, b"[]", basic(user, "wrong")).status_code == 401
+        assert (state / "credentials").stat().st_mode & 0o077 == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+
+
+def test_receiver_serve_refuses_to_start_without_credentials_in_production(database_url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+    env["DATABASE_URL"] = database_url
+    result = subprocess.run(
+        [sys.executable, "-m", "receiver", "serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "no credentials configured" in result.stderr
+
+
+def test_gunicorn_refuses_to_boot_without_credentials(database_url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
+    env["DATABASE_URL"] = database_url
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            GUNICORN_CONFIG,
+            "--bind",
+            "127.0.0.1:0",
+            "receiver:create_app()",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "no credentials configured" in result.stderr
+
+
+def read_until(stream, marker, limit=200):
+    seen = []
+    for _ in range(limit):
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"{marker!r} never printed; got {''.join(seen)!r}")
+
+
+def healthy(base):
+    try:
+        return requests.get(base + "/healthz", timeout=1).status_code == 200
+    except requests.RequestException:  # refused, or accepted before a worker answers
+        return False
+
+
+def test_summary_is_json(gunicorn):
+    answer = gunicorn.post(body(event(id="json")))
+    assert json.loads(answer.text) == {
+        "received": 1,
+        "stored": 1,
+        "duplicates": 0,
+        "quarantined": 0,
+    }

@@ -1,0 +1,45 @@
+"""The dependencies' internals the receiver leans on: fails loudly when an upgrade breaks one.
+
+setup.cfg pins the versions these were checked with (prometheus-client <0.27, pgserver <0.2);
+a failure here means that pin must not be lifted before the code is changed.
+"""
+
+import os
+
+import pgserver
+import pgserver.utils
+from pgserver._commands import POSTGRES_BIN_PATH
+from prometheus_client import multiprocess, values
+from prometheus_client.mmap_dict import MmapedDict
+
+
+def test_prometheus_value_class_can_be_chosen_again_after_import():
+    # receiver.observability.metrics falls back to in-process values by re-picking this.
+    assert callable(values.get_value_class)
+    assert values.ValueClass is not None
+    values.ValueClass = values.get_value_class()
+
+
+def test_mmaped_dict_reads_and_writes_the_multiprocess_file_format(tmp_path):
+    # receiver.observability.metricfiles folds a dead worker's files into an archive with these.
+    path = str(tmp_path / "counter_123.db")
+    written = MmapedDict(path)
+    written.write_value("key", 2.5, 7.0)
+    written.close()
+    values_read = list(MmapedDict.read_all_values_from_file(path))
+    assert [(key, value, timestamp) for key, value, timestamp, _ in values_read] == [
+        ("key", 2.5, 7.0)
+    ]
+    archive = MmapedDict(str(tmp_path / "counter_archive.db"))
+    assert archive.read_value("key") == (0.0, 0.0)
+    archive.close()
+    assert callable(multiprocess.mark_process_dead)
+    assert issubclass(multiprocess.MultiProcessCollector, object)
+
+
+def test_pgserver_names_the_embedded_server_uses_exist():
+    # receiver.storage.embedded and the tests' own clusters use these.
+    assert callable(pgserver.get_server)
+    assert callable(pgserver.pg_ctl)
+    assert os.access(POSTGRES_BIN_PATH / "psql", os.X_OK)
+    assert hasattr(pgserver.utils.PostmasterInfo, "read_from_pgdata")
