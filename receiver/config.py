@@ -112,14 +112,15 @@ def load_config(environ=None) -> Config:
     database_url = get("DATABASE_URL")
     if not database_url:
         raise ConfigError("DATABASE_URL is not set (or run `receiver serve` for an embedded one)")
+    basic_auth, key_auth = load_credentials(env)
     pool_min = _integer(get, "RECEIVER_POOL_MIN_SIZE", minimum=0)
     pool_max = _integer(get, "RECEIVER_POOL_MAX_SIZE", minimum=1)
     if pool_min > pool_max:
         raise ConfigError("RECEIVER_POOL_MIN_SIZE must not exceed RECEIVER_POOL_MAX_SIZE")
     return Config(
         database_url=database_url,
-        basic_auth=_credentials(get, "RECEIVER_BASIC_AUTH", parse_basic_auth, _basic_auth_lines),
-        key_auth=_credentials(get, "RECEIVER_KEY_AUTH", parse_key_auth, parse_key_auth),
+        basic_auth=basic_auth,
+        key_auth=key_auth,
         allowed_networks=parse_networks(get("RECEIVER_ALLOWED_IPS")),
         trusted_proxies=_integer(get, "RECEIVER_TRUSTED_PROXIES", minimum=0),
         max_batch=_integer(get, "RECEIVER_MAX_BATCH", minimum=1),
@@ -133,6 +134,19 @@ def load_config(environ=None) -> Config:
         retry_after_seconds=_integer(get, "RECEIVER_RETRY_AFTER", minimum=1),
         log_level=_log_level(get("LOG_LEVEL")),
     )
+
+
+def load_credentials(environ=None):
+    """The accepted Basic Auth pairs and keyAuth headers only (no DATABASE_URL needed), from the
+    same variables and _FILE forms as `load_config`."""
+    env = os.environ if environ is None else environ
+
+    def get(name):
+        value = env.get(name)
+        return SETTINGS[name][1] if value is None else value
+
+    basic = _credentials(get, "RECEIVER_BASIC_AUTH", parse_basic_auth, _basic_auth_lines)
+    return basic, _credentials(get, "RECEIVER_KEY_AUTH", parse_key_auth, parse_key_auth)
 
 
 def _credentials(get, name, parse_value, parse_file):
