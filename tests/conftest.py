@@ -144,8 +144,13 @@ def query(database_url):
 
 
 @pytest.fixture
-def owned_postgres(tmp_path):
-    """A cluster of the test's own, to stop and start (never the shared server)."""
-    postgres = OwnedPostgres(tmp_path / "pg")
+def owned_postgres():
+    """A cluster of the test's own, to stop and start (never the shared server).
+
+    Not under pytest's tmp_path: the cluster runs as another user (pgserver's), and a second
+    pytest session on the machine resets the basetemp's permissions, locking that user out."""
+    directory = Path(tempfile.mkdtemp(prefix="receiver-owned-pg-"))
+    postgres = OwnedPostgres(directory / "pg")
     yield postgres
     postgres.close()
+    shutil.rmtree(directory, ignore_errors=True)
