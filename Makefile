@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format bench reliability
+.PHONY: run test lint format bench bench-growth reliability
 
 $(VENV)/bin/receiver:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e .
@@ -31,6 +31,10 @@ format: $(VENV)/bin/ruff
 
 bench: $(VENV)/bin/pytest
 	$(PY) bench/run.py
+
+# Ingest with 0, 10M and 50M events stored (about an hour, and ~45 GB of disk at 50M).
+bench-growth: $(VENV)/bin/pytest
+	$(PY) bench/growth.py
 
 reliability: $(VENV)/bin/pytest
 	rm -f .receiver/faults.jsonl && mkdir -p .receiver

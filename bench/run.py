@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -43,6 +44,9 @@ from receiver.storage.migrate import migrate  # noqa: E402
 USER, PASSWORD = "bench", "bench-password"
 COLUMN_TYPES = dict(EVENT_COLUMNS)
 CONNECTIONS, WRK_THREADS = 8, 2
+# The `created` of the generated events: an hour ago, so they land in the current month's
+# partition as live traffic does (not in events_default).
+BASE_MS = int(time.time() * 1000) - 3_600_000
 
 
 def main():
@@ -161,7 +165,7 @@ def ceiling_statement():
         "event_id": [e.get("id") for e in events],
         "client_id": [e["clientId"] for e in events],
         "type": [e["type"] for e in events],
-        "created_at": ["2021-03-30 12:49:35.391+00"] * 100,
+        "created_at": [datetime.fromtimestamp(BASE_MS / 1000, UTC).isoformat()] * 100,
         "mailing_id": [e["mailingId"] for e in events],
         "user_list_id": [e["userListId"] for e in events],
         "subscription_id": [e["subscriptionId"] for e in events],
@@ -187,7 +191,7 @@ def ceiling_statement():
     # Built from this file's own constants (a pgbench script), never from outside input.
     return (
         f"INSERT INTO events ({', '.join(names)}) SELECT * FROM unnest({', '.join(arrays)})"  # noqa: S608
-        " ON CONFLICT (client_id, type, event_key) DO NOTHING"
+        " ON CONFLICT (client_id, type, created_at, event_key) DO NOTHING"
         " RETURNING type, extract(epoch FROM received_at - created_at)::float8"
     )
 
@@ -205,7 +209,7 @@ def sql_array(values):
 
 def sample_event(k):
     event = {"type": ("sent", "open", "click")[k % 3], "recipientId": f"user{k}@example.com",
-             "userListId": 10180860004, "clientId": 10180860001, "created": 1617108575391 + k,
+             "userListId": 10180860004, "clientId": 10180860001, "created": BASE_MS + k,
              "subscriptionId": 10227900201, "mailId": f"ceiling-{k}", "mailingId": 10230355206,
              "mediaTypesToAddresses": {"EMAIL": f"user{k}@example.com"}, "device": "desktop",
              "operatingSystem": "Windows 10", "browser": "Firefox 64.1",
@@ -317,6 +321,7 @@ def wrk(receiver, run, seconds, mode="fresh", first_batch=0, batches=0, delay_ms
         str(batches),
         str(delay_ms),
         str(WRK_THREADS),
+        str(BASE_MS),
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))

@@ -1,7 +1,8 @@
 -- wrk script for bench/run.py: POSTs batches of 100 Campaign-like events, generated here so the
 -- load generator (C + LuaJIT) does not compete for the receiver's Python time.
 -- Arguments: run_id, "Basic ...", mode (fresh|replay), first_batch, batches (replay range or
--- fresh limit, 0 = none), delay_ms, threads.
+-- fresh limit, 0 = none), delay_ms, threads, base_ms (the `created` of event 0: recent, so
+-- events land in the current month's partition as real traffic does).
 -- Batch b holds events b*100+1 .. b*100+100; even events carry an `id`, odd ones none.
 
 local threads = {}
@@ -17,6 +18,7 @@ function init(args)
   batches = tonumber(args[5]) or 0
   delay_ms = tonumber(args[6]) or 0
   nthreads = tonumber(args[7]) or 1
+  base_ms = tonumber(args[8]) or 1617108575391
   n, ok, bad, duplicates_only = 0, 0, 0, 0
   types = {"sent", "open", "sent", "click", "sent", "open", "bounce", "unsubscribe"}
   headers = {["Authorization"] = auth, ["Content-Type"] = "application/json"}
@@ -31,7 +33,7 @@ local function event(k)
     '"mailingId":10230355206,"mediaTypesToAddresses":{"EMAIL":"user%d@example.com"},' ..
     '"device":"desktop","operatingSystem":"Windows 10","browser":"Firefox 64.1",' ..
     '"remoteAddress":"0.0.0.0"}',
-    id, types[(k % #types) + 1], k % 100000, 1617108575391 + k, run, k, k % 100000)
+    id, types[(k % #types) + 1], k % 100000, base_ms + k, run, k, k % 100000)
 end
 
 local function batch(b)

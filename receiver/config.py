@@ -97,6 +97,12 @@ SETTINGS = {
         "5000",
     ),
     "RECEIVER_RETRY_AFTER": ("Seconds announced in Retry-After on a 503.", "10"),
+    "RECEIVER_RETENTION": (
+        "How long `receiver maintain` keeps events, e.g. `400d` (whole months older than this "
+        "are dropped; at least 7d, the sender's 3-day retry window plus a margin). Empty keeps "
+        "everything.",
+        "",
+    ),
     "LOG_LEVEL": ("Python logging level of the receiver's logs.", "INFO"),
 }
 

@@ -1,8 +1,10 @@
 """The `events` table: the one statement a batch is written with, and the per-event fallback.
 
 Idempotency lives in the database, not in the process: `events_key UNIQUE (client_id, type,
-event_key)` with INSERT ... ON CONFLICT DO NOTHING makes a retry, a duplicate delivery or the same
-batch on eight workers at once store each event exactly once, whatever the receiver's own state.
+created_at, event_key)` with INSERT ... ON CONFLICT DO NOTHING makes a retry, a duplicate
+delivery or the same batch on eight workers at once store each event exactly once, whatever the
+receiver's own state. (created_at is in the key because `events` is partitioned by it; a
+re-delivered event keeps its `created`, so it meets its first copy in the same partition.)
 """
 
 from dataclasses import dataclass, field
@@ -49,7 +51,7 @@ def _insert_events_sql():
     return (
         f"INSERT INTO events ({names})\n"
         f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS r({definitions})\n"
-        "ON CONFLICT (client_id, type, event_key) DO NOTHING\n"
+        "ON CONFLICT (client_id, type, created_at, event_key) DO NOTHING\n"
         # What was stored, for the per-type counters and the event-lag histogram.
         "RETURNING type, extract(epoch FROM received_at - created_at)::float8"
     )
@@ -133,7 +135,13 @@ def sort_by_key(events):
     # Inserting in one global order means two transactions never wait on each other's keys in
     # opposite orders, so concurrent overlapping batches cannot deadlock.
     return sorted(
-        events, key=lambda e: (e.fields["client_id"], e.fields["type"], e.fields["event_key"])
+        events,
+        key=lambda e: (
+            e.fields["client_id"],
+            e.fields["type"],
+            e.fields["created"],
+            e.fields["event_key"],
+        ),
     )
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from . import partitions
+
 # Any fixed bigint works; this one is the ASCII of "receiver", recognisable in pg_locks.
 ADVISORY_LOCK_ID = 0x7265636569766572
 _FILENAME = re.compile(r"(\d+)_([a-z0-9_]+)\.sql")
@@ -53,7 +55,19 @@ def load_migrations(folder=None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def migrate(conninfo: str) -> list[Migration]:
+def migrate(conninfo: str, progress=None) -> list[Migration]:
+    """Apply pending migrations in one transaction, then settle the partitions of `events`;
+    return the migrations applied. `progress(rows)` hears of rows moved from the old table."""
+    applied = apply_pending(conninfo)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # Outside the migrations' transaction: each step commits on its own and takes only
+        # short locks, so ingest goes on meanwhile and an interruption is resumed next time.
+        partitions.ensure_months(conn)
+        partitions.move_old_table(conn, progress=progress)
+    return applied
+
+
+def apply_pending(conninfo: str) -> list[Migration]:
     """Apply pending migrations in one transaction; return what was applied."""
     with psycopg.connect(conninfo, autocommit=False) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))

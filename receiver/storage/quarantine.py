@@ -48,6 +48,13 @@ SELECT id, kind, reason, times_received, received_at, last_received_at, resolved
 FROM quarantine WHERE id = %s
 """
 
+# Retention: a resolved row has done its job once its events are stored; unresolved rows stay
+# until someone looks at them, whatever their age.
+DELETE_RESOLVED_BEFORE = """
+DELETE FROM quarantine WHERE id = ANY (ARRAY(
+    SELECT id FROM quarantine WHERE resolved_at < %s ORDER BY id LIMIT %s))
+"""
+
 UNRESOLVED_IDS = "SELECT id FROM quarantine WHERE resolved_at IS NULL ORDER BY id"
 EXISTING_IDS = "SELECT id FROM quarantine WHERE id = ANY(%s)"
 
@@ -139,6 +146,16 @@ def unresolved_ids(conn) -> list[int]:
 
 def existing_ids(conn, ids) -> set[int]:
     return {row[0] for row in conn.execute(EXISTING_IDS, (sorted(set(ids)),))}
+
+
+def delete_resolved_before(conn, horizon, batch=10_000) -> int:
+    """Delete rows resolved before `horizon`, in batches; the number deleted."""
+    total = 0
+    while True:
+        deleted = conn.execute(DELETE_RESOLVED_BEFORE, (horizon, batch)).rowcount
+        total += deleted
+        if deleted < batch:
+            return total
 
 
 def _filters(kind, since, include_resolved) -> dict:

@@ -66,10 +66,13 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
-    """Open this worker's connection pool after the fork: connections are never shared."""
+    """Open this worker's connection pool after the fork: connections are never shared; and
+    start the worker's hourly check that the coming months have partitions."""
+    from receiver.maintenance import background
     from receiver.storage import db
 
     db.get_pool(worker.wsgi)
+    background.start(worker.wsgi.config["RECEIVER"])
 
 
 def worker_exit(server, worker):

@@ -463,12 +463,20 @@ def test_nginx_terminates_tls_and_forwards_the_client_address(database_url, tmp_
 
 
 @needs_systemd_analyze
-def test_systemd_analyze_verifies_the_unit(tmp_path):
-    unit = tmp_path / "receiver.service"
-    text = UNIT.read_text().replace(f"{UNIT_HOME}/.venv/bin", str(VENV_BIN))
-    unit.write_text(text.replace(UNIT_HOME, str(ROOT)))
+@pytest.mark.parametrize(
+    "names",
+    [["receiver.service"], ["receiver-maintain.service", "receiver-maintain.timer"]],
+    ids=["receiver", "maintain"],
+)
+def test_systemd_analyze_verifies_the_unit(tmp_path, names):
+    units = []
+    for name in names:
+        unit = tmp_path / name
+        text = (UNIT.parent / name).read_text().replace(f"{UNIT_HOME}/.venv/bin", str(VENV_BIN))
+        unit.write_text(text.replace(UNIT_HOME, str(ROOT)))
+        units.append(str(unit))
     result = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60
+        [SYSTEMD_ANALYZE, "verify", *units], capture_output=True, text=True, timeout=60
     )
     # verify exits 0 even for unknown keys or bad values; it reports them, so expect silence.
     assert result.returncode == 0, result.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from receiver import config as receiver_config
 
+from support import ROOT
 from support.deploy import (
     ALERT_TESTS,
     ALERTS,
@@ -284,3 +285,21 @@ def test_readme_operations_lists_every_metric():
     for family, series in families.items():
         assert listed & (series | {family}), f"README Operations does not list {family}"
     assert listed <= set(exported_series()) | set(families), listed
+
+
+def test_every_procfile_process_is_a_command_that_exists():
+    from click.testing import CliRunner
+
+    from receiver.cli import cli
+
+    processes = dict(
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
+    )
+    assert set(processes) == {"release", "web", "maintain"}
+    for command in (processes["release"], processes["maintain"]):
+        program, *args = command.split()
+        assert program == "receiver"
+        # --help after the arguments: click parses them (a typo fails) and runs nothing.
+        result = CliRunner().invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0, result.output
+    assert "-c python:receiver.web.gunicorn_conf" in processes["web"]

@@ -65,7 +65,11 @@ def test_fresh_database_migrates_to_the_expected_schema(empty_database):
         unique = conn.execute(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'events_key'"
         ).fetchone()[0]
-        assert unique == "UNIQUE (client_id, type, event_key)"
+        assert unique == "UNIQUE (client_id, type, created_at, event_key)"
+        partitioned = conn.execute(
+            "SELECT pg_get_partkeydef('events'::regclass), to_regclass('events_unpartitioned')"
+        ).fetchone()
+        assert partitioned == ("RANGE (created_at)", None)
         assert pending(conn) == []
 
 

@@ -1,0 +1,88 @@
+"""Retention: whole months of events dropped, old resolved quarantine rows deleted.
+
+A month's partition goes only once every event it can hold is older than the horizon, so what
+is kept is never thinned. The horizon may not come closer than the sender's retry window plus a
+margin: Campaign re-sends an event for up to three days after its creation, and a re-delivery
+whose month was already dropped would be stored again, a second copy of an event we had.
+"""
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ..storage import partitions, quarantine
+
+SENDER_RETRY_WINDOW = timedelta(days=3)
+RETENTION_MARGIN = timedelta(days=4)
+MINIMUM_RETENTION = SENDER_RETRY_WINDOW + RETENTION_MARGIN
+_DURATION = re.compile(r"(\d+)\s*(d|w|m|y)")
+_UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
+
+
+class RetentionError(ValueError):
+    """A retention setting the receiver will not act on; the message says why."""
+
+
+@dataclass
+class PruneReport:
+    """What a prune did (or would do, with dry_run)."""
+
+    horizon: datetime
+    dropped: list = field(default_factory=list)  # (partition name, bytes)
+    default_rows_deleted: int = 0
+    quarantine_rows_deleted: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    dry_run: bool = False
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(size for _, size in self.dropped)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`400d`, `57w`, `13m` (30-day months) or `1y` (365 days) as a timedelta."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match:
+        raise RetentionError(f"{text!r} is not a duration such as 400d, 57w, 13m or 1y")
+    return timedelta(days=int(match.group(1)) * _UNIT_DAYS[match.group(2)])
+
+
+def horizon_for(keep: timedelta, now: datetime | None = None) -> datetime:
+    """The instant before which events may go; refuses a retention shorter than allowed."""
+    if keep < MINIMUM_RETENTION:
+        raise RetentionError(
+            f"refusing to keep less than {MINIMUM_RETENTION.days} days: Campaign re-sends events "
+            f"for {SENDER_RETRY_WINDOW.days} days, and an event re-sent after its month was "
+            "dropped would be stored a second time"
+        )
+    return (now or datetime.now(UTC)) - keep
+
+
+def prune(conn, keep: timedelta, now=None, dry_run=False) -> PruneReport:
+    """Drop the months wholly older than the horizon, stray old rows of the default partition,
+    and quarantine rows resolved before it. `conn` in autocommit."""
+    report = PruneReport(horizon_for(keep, now), dry_run=dry_run)
+    report.bytes_before = events_bytes(conn)
+    doomed = [
+        p
+        for month, p in partitions.monthly_partitions(conn).items()
+        if partitions.add_months(month, 1) <= report.horizon
+    ]
+    report.dropped = [(p.name, p.bytes) for p in doomed]
+    if dry_run:
+        report.bytes_after = report.bytes_before - report.bytes_freed
+        return report
+    for name in partitions.detached_leftovers(conn):  # a prune interrupted after DETACH
+        partitions.drop_month(conn, name)
+    for partition in doomed:
+        partitions.drop_month(conn, partition.name)
+    report.default_rows_deleted = partitions.delete_default_before(conn, report.horizon)
+    report.quarantine_rows_deleted = quarantine.delete_resolved_before(conn, report.horizon)
+    report.bytes_after = events_bytes(conn)
+    return report
+
+
+def events_bytes(conn) -> int:
+    """Bytes on disk of every partition of `events`, indexes included."""
+    return sum(p.bytes for p in partitions.list_partitions(conn))

@@ -1,0 +1,82 @@
+"""One maintenance pass: partitions ahead, stray rows into their months, retention if set.
+
+Run by `receiver maintain` (a systemd timer, or a Procfile process with --every), and, for the
+partitions alone, by every web worker in the background (receiver.maintenance.background), so a
+deployment that runs nothing else still gets its coming months. A session advisory lock makes
+concurrent passes (two hosts, two workers) take turns instead of racing on the same DDL.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..storage import partitions
+from . import retention
+
+logger = logging.getLogger("receiver.maintenance")
+# One maintenance pass at a time (a different lock from partitions.PARTITIONS_LOCK_ID, which
+# each partition change takes for itself inside the pass).
+MAINTENANCE_LOCK_ID = 0x7265636569766574
+# Stray rows of months up to this far ahead get a partition of their own; later ones (a clock
+# set to 9999) stay in the default partition rather than create hundreds of empty months.
+SPLIT_MONTHS_AHEAD = 12
+
+
+@dataclass
+class MaintenanceReport:
+    created: list = field(default_factory=list)  # partitions created
+    split: list = field(default_factory=list)  # (partition, rows moved out of the default)
+    moved_old_rows: int = 0
+    pruned: retention.PruneReport | None = None
+    skipped: bool = False  # another pass held the lock
+
+
+def maintain(conn, keep=None, now=None) -> MaintenanceReport:
+    """One pass on an autocommit connection; `keep` (a timedelta) enables retention."""
+    report = MaintenanceReport()
+    if keep is not None:
+        retention.horizon_for(keep, now)  # refuse a bad retention before touching anything
+    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,)).fetchone()[0]:
+        report.skipped = True
+        return report
+    try:
+        report.created = partitions.ensure_months(conn, now)
+        report.split = split_default(conn, keep, now)
+        report.moved_old_rows = partitions.move_old_table(conn)
+        if keep is not None:
+            report.pruned = retention.prune(conn, keep, now)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_ID,))
+    return report
+
+
+def split_default(conn, keep=None, now=None) -> list[tuple[str, int]]:
+    """Give each month with rows in the default partition its own partition (rows moved),
+    from the retention horizon up to SPLIT_MONTHS_AHEAD months ahead."""
+    now = now or datetime.now(UTC)
+    latest = partitions.add_months(partitions.month_start(now), SPLIT_MONTHS_AHEAD)
+    earliest = retention.horizon_for(keep, now) if keep is not None else None
+    split = []
+    for month, rows in partitions.default_months(conn):
+        if month > latest or (earliest is not None and partitions.add_months(month, 1) <= earliest):
+            continue
+        if partitions.create_month(conn, month):
+            split.append((partitions.partition_name(month), rows))
+    return split
+
+
+def ensure_ahead_quietly(connect) -> None:
+    """Make sure the coming months have partitions; log, never raise (for background use)."""
+    try:
+        with connect() as conn:
+            if conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,)).fetchone()[
+                0
+            ]:
+                try:
+                    created = partitions.ensure_months(conn)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_ID,))
+                if created:
+                    logger.info("partitions created", extra={"fields": {"created": created}})
+    except Exception:  # the next round tries again; events are safe in events_default meanwhile
+        logger.warning("could not check the coming months' partitions", exc_info=True)
