@@ -88,13 +88,30 @@ class fresh_database:
         bench.admin(self.server_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+# Buffer reads of the database: a block not in shared_buffers is read from the OS (or the
+# disk). Per batch, it is the cost that grows once the indexes an insert touches outgrow memory,
+# and unlike events/s it does not depend on what else the machine is doing.
+BLOCKS = "SELECT blks_read, blks_hit FROM pg_stat_database WHERE datname = current_database()"
+
+
 def measure(url, seconds) -> dict:
-    """The fresh-batch load through gunicorn: events/s and latency."""
+    """The fresh-batch load through gunicorn: events/s, latency, block reads per batch."""
     with bench.Receiver(url, workers=2, threads=4) as receiver:
         run = uuid.uuid4().hex[:8]
         bench.wrk(receiver, run, 3, first_batch=0)  # warm-up
+        read_before, hit_before = blocks(url)
         result = bench.wrk(receiver, run, seconds, first_batch=1_000_000)
-    return {key: result[key] for key in ("events_per_second", "p50_ms", "p99_ms", "bad")}
+        read_after, hit_after = blocks(url)
+    batches = max(result["ok"], 1)
+    figures = {key: result[key] for key in ("events_per_second", "p50_ms", "p99_ms", "bad")}
+    figures["blocks_read_per_batch"] = round((read_after - read_before) / batches, 1)
+    figures["blocks_hit_per_batch"] = round((hit_after - hit_before) / batches, 1)
+    return figures
+
+
+def blocks(url):
+    with psycopg.connect(url) as conn:
+        return conn.execute(BLOCKS).fetchone()
 
 
 def index_sizes(url) -> dict:
@@ -130,6 +147,8 @@ def index_costs(url, seconds, baseline) -> list:
                 "index": name,
                 "events_per_second_without": without["events_per_second"],
                 "events_per_second_with_all": baseline["events_per_second"],
+                "blocks_hit_without": without["blocks_hit_per_batch"],
+                "blocks_hit_with_all": baseline["blocks_hit_per_batch"],
             }
         )
         print(f"without {name}: {without['events_per_second']:,} events/s", flush=True)
@@ -143,7 +162,9 @@ def gib(nbytes):
 def print_step(step):
     print(
         f"stored before: {step['stored_before']:>11,}  {step['events_per_second']:>7,} events/s"
-        f"  p50 {step['p50_ms']} ms  p99 {step['p99_ms']} ms  non-200 {step['bad']}  indexes "
+        f"  p50 {step['p50_ms']} ms  p99 {step['p99_ms']} ms  non-200 {step['bad']}  blocks "
+        f"read/hit per batch {step['blocks_read_per_batch']}/{step['blocks_hit_per_batch']}  "
+        f"indexes "
         f"touched {gib(step['touched_index_bytes'])}, unpartitioned would be "
         f"{gib(step['unpartitioned_index_bytes'])}  (table {gib(step['table_bytes'])})",
         flush=True,
@@ -158,7 +179,11 @@ def print_report(report):
         print(f"  {step['stored_before']:>11,} stored: {ratio:.2f} x the empty table's ingest")
     for cost in report["index_costs"]:
         gain = cost["events_per_second_without"] / max(cost["events_per_second_with_all"], 1)
-        print(f"  {cost['index']}: ingest without it {gain:.2f} x with all indexes")
+        print(
+            f"  {cost['index']}: ingest without it {gain:.2f} x with all indexes; blocks "
+            f"hit per batch {cost['blocks_hit_without']} without, {cost['blocks_hit_with_all']} "
+            "with all"
+        )
 
 
 if __name__ == "__main__":

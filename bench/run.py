@@ -256,10 +256,14 @@ class Receiver:
             f"127.0.0.1:{self.port}",
             "receiver:create_app()",
         ]
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+        # gunicorn's own log, for when it does not come up (a busy machine, a bad setting).
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed with the process)
+            "w", prefix="receiver-bench-", suffix=".log", delete=False
+        )
+        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stderr=self.log)
 
     def __enter__(self):
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # workers boot slowly on a loaded machine
         while time.monotonic() < deadline:
             try:
                 if requests.get(self.base + "/readyz", timeout=1).status_code == 200:
@@ -267,7 +271,7 @@ class Receiver:
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError("the receiver did not become ready")
+        raise RuntimeError(f"the receiver did not become ready (its log: {self.log.name})")
 
     def __exit__(self, *exc):
         self.process.terminate()

@@ -13,14 +13,18 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from receiver.maintenance import retention
 from receiver.simulate import Tally, deliver, make_plan, verify
+from receiver.storage import partitions
 from receiver.storage.migrate import migrate
 
 from support import PASSWORD, USER, Gunicorn, wait_until
@@ -258,3 +262,60 @@ def test_metrics_directory_read_only(database_url, gunicorn_factory, small_tmpfs
     load = Load(server.url)
     mid_run(load)
     load.finish(database_url, "metrics directory read-only")
+
+
+OLD_MONTH_ROWS = """
+INSERT INTO events (event_key, client_id, type, created_at, received_at, mailing_id,
+                    recipient_id, payload)
+SELECT 'old-' || %(month)s || '-' || g, 7, 'sent',
+       %(month)s::timestamptz + g * interval '5 minutes', now(), 1, 'r' || g,
+       jsonb_build_object('id', 'old-' || g, 'pad', repeat('x', 300))
+FROM generate_series(0, 5000) g
+"""
+
+
+def test_prune_while_campaign_sends(database_url, gunicorn_factory):
+    """`receiver prune` drops a year of old months while the sender delivers: no failed
+    request, every sent event stored once, the kept months whole, the space returned."""
+    now = datetime.now(UTC)
+    current = partitions.month_start(now)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for back in range(2, 15):  # 13 old months, the two latest of them kept
+            month = partitions.add_months(current, -back)
+            partitions.create_month(conn, month)
+            conn.execute(OLD_MONTH_ROWS, {"month": month})
+        before = retention.events_bytes(conn)
+    server = gunicorn_factory({"DATABASE_URL": database_url}, workers=2)
+    load = Load(server.url)
+    mid_run(load)
+    horizon = now - timedelta(days=70)
+    prune = subprocess.run(
+        [sys.executable, "-m", "receiver", "prune", "--older-than", "70d"],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert prune.returncode == 0, prune.stderr
+    statuses = load.finish(database_url, "receiver prune of 11 old months mid-run")
+    assert set(statuses) == {"200"}
+    with psycopg.connect(database_url) as conn:
+        after = retention.events_bytes(conn)
+        kept = conn.execute(
+            "SELECT date_trunc('month', created_at AT TIME ZONE 'UTC'), count(*) FROM events "
+            "WHERE client_id = 7 GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        names = {p.name for p in partitions.list_partitions(conn)}
+    expected_kept = [
+        partitions.add_months(current, -back).replace(tzinfo=None)
+        for back in range(14, 1, -1)
+        if partitions.add_months(current, -back + 1) > horizon
+    ]
+    assert [month for month, _ in kept] == expected_kept
+    assert all(rows == 5001 for _, rows in kept)  # kept months whole
+    assert not any(
+        partitions.partition_name(partitions.add_months(current, -back)) in names
+        for back in range(2, 15)
+        if partitions.add_months(current, -back + 1) <= horizon
+    )
+    assert after < before
