@@ -42,6 +42,9 @@ class Config:
     pool_max_size: int = 4
     pool_timeout: float = 1.5
     statement_timeout_ms: int = 5000
+    database_deadline_ms: int = 5500
+    connect_timeout: int = 2
+    body_timeout: float = 1.5
     retry_after_seconds: int = 10
     log_level: str = "INFO"
 
@@ -96,6 +99,24 @@ SETTINGS = {
         "well inside the sender's ~10 s timeout.",
         "5000",
     ),
+    "RECEIVER_DATABASE_DEADLINE_MS": (
+        "Client-side deadline, in ms, on a request's database work (statements and commit): a "
+        "server that stops answering without closing the connection (stalled disk, frozen VM, "
+        "dead network path) gets its connection cut and the request answers 503. At least "
+        "RECEIVER_STATEMENT_TIMEOUT_MS + 500, so that a merely slow statement is cancelled by "
+        "the server first.",
+        "5500",
+    ),
+    "RECEIVER_CONNECT_TIMEOUT": (
+        "libpq connect_timeout, in whole seconds per host, unless DATABASE_URL sets one.",
+        "2",
+    ),
+    "RECEIVER_BODY_TIMEOUT": (
+        "Seconds allowed for reading a request body; a slower one is answered 400 `incomplete` "
+        "and its connection closed. RECEIVER_BODY_TIMEOUT + RECEIVER_POOL_TIMEOUT + "
+        "RECEIVER_DATABASE_DEADLINE_MS must stay within 9.5 s, inside the sender's ~10 s.",
+        "1.5",
+    ),
     "RECEIVER_RETRY_AFTER": ("Seconds announced in Retry-After on a 503.", "10"),
     "RECEIVER_RETENTION": (
         "How long `receiver maintain` keeps events, e.g. `400d` (whole months older than this "
@@ -133,26 +154,49 @@ def load_config(environ=None) -> Config:
         max_body_bytes=_integer(get, "RECEIVER_MAX_BODY_BYTES", minimum=1024),
         pool_min_size=pool_min,
         pool_max_size=pool_max,
-        # Capped well below the sender's ~10 s timeout: past it, waiting for a connection
-        # only turns a quick 503 into a timeout that looks like a hang.
-        pool_timeout=_number(get, "RECEIVER_POOL_TIMEOUT", minimum=0.1, maximum=8.0),
-        statement_timeout_ms=_integer(get, "RECEIVER_STATEMENT_TIMEOUT_MS", minimum=100),
+        **_time_budget(get),
         retry_after_seconds=_integer(get, "RECEIVER_RETRY_AFTER", minimum=1),
         log_level=_log_level(get("LOG_LEVEL")),
     )
 
 
-def load_credentials(environ=None):
-    """The accepted Basic Auth pairs and keyAuth headers only (no DATABASE_URL needed), from the
-    same variables and _FILE forms as `load_config`."""
-    env = os.environ if environ is None else environ
+# The sender gives up on an answer after about 10 s; what a request may spend reading the body,
+# waiting for a connection and waiting for the database must add up to less, with a margin for
+# the network and our own work. An answer later than that is a timeout the sender retries
+# anyway, after having waited the longest.
+SENDER_TIMEOUT_SECONDS = 10.0
+BUDGET_MARGIN_SECONDS = 0.5
+# The client-side deadline is the backstop for a silent server; a slow statement must meet the
+# server's statement_timeout first, which cancels it cleanly and keeps the connection.
+DEADLINE_ABOVE_STATEMENT_MS = 500
 
-    def get(name):
-        value = env.get(name)
-        return SETTINGS[name][1] if value is None else value
 
-    basic = _credentials(get, "RECEIVER_BASIC_AUTH", parse_basic_auth, _basic_auth_lines)
-    return basic, _credentials(get, "RECEIVER_KEY_AUTH", parse_key_auth, parse_key_auth)
+def _time_budget(get) -> dict:
+    """The timeouts of the request path, each validated and checked against each other."""
+    statement_ms = _integer(get, "RECEIVER_STATEMENT_TIMEOUT_MS", minimum=100)
+    deadline_ms = _integer(get, "RECEIVER_DATABASE_DEADLINE_MS", minimum=200)
+    if deadline_ms < statement_ms + DEADLINE_ABOVE_STATEMENT_MS:
+        raise ConfigError(
+            "RECEIVER_DATABASE_DEADLINE_MS must be at least RECEIVER_STATEMENT_TIMEOUT_MS + "
+            f"{DEADLINE_ABOVE_STATEMENT_MS} ({statement_ms + DEADLINE_ABOVE_STATEMENT_MS})"
+        )
+    pool_timeout = _number(get, "RECEIVER_POOL_TIMEOUT", minimum=0.1, maximum=8.0)
+    body_timeout = _number(get, "RECEIVER_BODY_TIMEOUT", minimum=0.1, maximum=8.0)
+    total = body_timeout + pool_timeout + deadline_ms / 1000
+    if total > SENDER_TIMEOUT_SECONDS - BUDGET_MARGIN_SECONDS:
+        raise ConfigError(
+            f"RECEIVER_BODY_TIMEOUT + RECEIVER_POOL_TIMEOUT + RECEIVER_DATABASE_DEADLINE_MS come "
+            f"to {total:.1f} s: more than the sender's ~{SENDER_TIMEOUT_SECONDS:.0f} s timeout "
+            f"allows ({SENDER_TIMEOUT_SECONDS - BUDGET_MARGIN_SECONDS} s at most)"
+        )
+    return {
+        "statement_timeout_ms": statement_ms,
+        "database_deadline_ms": deadline_ms,
+        # libpq waits whole seconds (and treats 1 as 2).
+        "connect_timeout": _integer(get, "RECEIVER_CONNECT_TIMEOUT", minimum=2),
+        "pool_timeout": pool_timeout,
+        "body_timeout": body_timeout,
+    }
 
 
 def _credentials(get, name, parse_value, parse_file):
@@ -245,3 +289,16 @@ def _log_level(text):
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError("LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
     return level
+
+
+def load_credentials(environ=None):
+    """The accepted Basic Auth pairs and keyAuth headers only (no DATABASE_URL needed), from the
+    same variables and _FILE forms as `load_config`."""
+    env = os.environ if environ is None else environ
+
+    def get(name):
+        value = env.get(name)
+        return SETTINGS[name][1] if value is None else value
+
+    basic = _credentials(get, "RECEIVER_BASIC_AUTH", parse_basic_auth, _basic_auth_lines)
+    return basic, _credentials(get, "RECEIVER_KEY_AUTH", parse_key_auth, parse_key_auth)

@@ -1,24 +1,58 @@
-"""The connection pool, and how database failures are classified.
+"""The connection pool, the deadline on every database call, and how failures are classified.
 
 Every failure ends up in one of two buckets, because they call for opposite answers:
-- Transient (server down, connection lost, pool exhausted, statement timeout, deadlock, disk
-  full): answer 503 and let the sender's retry, every 10 s for three days, be our buffer.
+- Transient (server down, silent or read-only, connection lost, pool exhausted, statement
+  timeout, deadline missed, deadlock, disk full): answer 503 and let the sender's retry, every
+  10 s for three days, be our buffer.
 - Content (PostgreSQL refuses a value: classes 22 data exception, 23 integrity violation, 54
   program limit): retrying can never help, so the offending event goes to quarantine instead.
+
+A server that stops answering without closing its connections (stalled disk, frozen VM, dead
+network path) is the one failure PostgreSQL's own statement_timeout cannot catch: the server is
+the silent part. So every call on the request path runs under a client-side deadline kept by a
+watchdog thread, which cuts the connection's socket when the deadline passes; the blocked read
+returns, psycopg raises, and the connection is discarded, never handed out again.
 """
 
+import contextlib
+import heapq
+import itertools
+import os
+import socket
 import threading
 import time
 
 import psycopg
 import psycopg_pool
 from flask import current_app
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool.base import AttemptWithBackoff
 
 CONTENT_ERROR_CLASSES = ("22", "23", "54")
 # A failed attempt is tried once more on a fresh connection when a pooled connection turns out
-# to be dead (the server restarted since it was opened): that costs milliseconds, where a 503
-# costs the sender 10 seconds. Nothing is committed by a failed attempt, so repeating it is safe.
+# to be dead (the server restarted since it was opened) or on a server that is no longer the
+# primary: that costs milliseconds, where a 503 costs the sender 10 seconds. Nothing is
+# committed by a failed attempt, so repeating it is safe.
 ATTEMPTS = 2
+# SQLSTATE 25006: the server is read-only (a standby, or a primary demoted by a failover). The
+# connection is discarded so that the pool reconnects, and target_session_attrs=read-write in
+# DATABASE_URL finds the new primary.
+READ_ONLY = "25006"
+# libpq parameters the receiver sets unless DATABASE_URL sets them itself. Keepalives notice a
+# dead path under an idle pooled connection in about 10 + 3 x 3 s instead of the kernel's two
+# hours; tcp_user_timeout drops a connection whose sent data is not acknowledged for 9 s (a
+# dead path under a busy one). Both only apply to TCP; a Unix socket ignores them.
+TCP_DEFAULTS = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 9000,
+}
+
+
+# RECEIVER_DATABASE_DEADLINE_MS's default, for a pool that was not made by `make_pool`.
+DEFAULT_DEADLINE_SECONDS = 5.5
 
 
 class DatabaseUnavailable(Exception):
@@ -31,10 +65,154 @@ def is_content_error(error: BaseException) -> bool:
     return sqlstate[:2] in CONTENT_ERROR_CLASSES
 
 
-def make_pool(config, name="receiver") -> psycopg_pool.ConnectionPool:
+class Alarm:
+    """One armed deadline: the watchdog cuts `target` at `when` unless disarmed first."""
+
+    __slots__ = ("cancelled", "fired", "how", "target", "when")
+
+    def __init__(self, target, how, when):
+        self.target, self.how, self.when = target, how, when
+        self.fired = self.cancelled = False
+
+
+class Watchdog:
+    """A thread per process that cuts the socket of every connection that overran its deadline
+    (database connections; the web layer uses it for client sockets too).
+
+    One thread and a heap rather than a timer thread per call: arming costs microseconds."""
+
+    def __init__(self):
+        self._pid = None
+        self._order = itertools.count()
+        self._start_lock = threading.Lock()
+
+    def _start(self):
+        """(Re)start the thread; after a fork the parent's thread does not exist in the child."""
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._cond = threading.Condition()
+            self._heap = []
+            threading.Thread(target=self._run, name="receiver-db-watchdog", daemon=True).start()
+            self._pid = os.getpid()
+
+    def arm(self, target, seconds, how=socket.SHUT_RDWR) -> Alarm:
+        """Cut `target` (anything with a fileno()) in `seconds` unless `disarm` is called first."""
+        if self._pid != os.getpid():
+            self._start()
+        alarm = Alarm(target, how, time.monotonic() + max(seconds, 0.0))
+        with self._cond:
+            heapq.heappush(self._heap, (alarm.when, next(self._order), alarm))
+            self._cond.notify()
+        return alarm
+
+    def disarm(self, alarm) -> bool:
+        """Stop the alarm; True when it had already fired (the connection is cut)."""
+        with self._cond:  # the same lock as the firing: after this, it never fires
+            alarm.cancelled = True
+            return alarm.fired
+
+    def _run(self):
+        """Sleep until the earliest deadline; cut the connections whose deadline passed."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].cancelled or self._heap[0][0] <= now):
+                    alarm = heapq.heappop(self._heap)[2]
+                    if not alarm.cancelled:
+                        alarm.fired = True
+                        cut(alarm.target, alarm.how)
+                timeout = self._heap[0][0] - now if self._heap else None
+                self._cond.wait(timeout)
+
+
+def cut(target, how=socket.SHUT_RDWR):
+    """Shut `target`'s socket down, so a read blocked on a silent peer returns at once.
+
+    On a duplicate of the descriptor: closing the duplicate leaves the owner's descriptor open
+    (libpq's, gunicorn's), while shutdown() acts on the socket that both share; and a TLS
+    socket's own shutdown() would drop its encryption for the answer still to be written."""
+    try:
+        fd = os.dup(target.fileno())
+    except (OSError, ValueError, psycopg.Error):  # already closed: nothing is blocked on it
+        return
+    # OSError: not connected any more, so the read has returned already.
+    with socket.socket(fileno=fd) as sock, contextlib.suppress(OSError):
+        sock.shutdown(how)
+
+
+WATCHDOG = Watchdog()
+
+
+class DeadlineExceeded(DatabaseUnavailable):
+    """The database did not answer within the deadline; the connection was cut."""
+
+
+def call_with_deadline(conn, seconds, work):
+    """`work(conn)` under a deadline; raise DeadlineExceeded if the watchdog had to cut it.
+
+    A call that completed before the cut keeps its result (a commit that returned is a
+    commit), but its connection is closed so that nobody uses the cut socket."""
+    alarm = WATCHDOG.arm(conn, seconds)
+    try:
+        result = work(conn)
+    except psycopg.Error as error:
+        if WATCHDOG.disarm(alarm):
+            conn.close()
+            raise DeadlineExceeded(f"no answer from the database within {seconds:.1f} s") from error
+        raise
+    except BaseException:
+        WATCHDOG.disarm(alarm)
+        raise
+    if WATCHDOG.disarm(alarm):
+        conn.close()
+    return result
+
+
+def connection_kwargs(config) -> dict:
+    """libpq parameters for the pool: the receiver's defaults where DATABASE_URL sets none."""
+    given = conninfo_to_dict(config.database_url)
+    defaults = {**TCP_DEFAULTS, "connect_timeout": config.connect_timeout}
+    kwargs = {key: value for key, value in defaults.items() if key not in given}
+    return {**kwargs, "application_name": given.get("application_name", "receiver")}
+
+
+class CappedBackoff(AttemptWithBackoff):
+    """psycopg_pool's reconnection backoff, doubling from 1 s but never beyond MAX_DELAY.
+
+    Uncapped, with reconnect_timeout=inf, a 60 s outage put the next attempt 30 s and more
+    away: the database was back and the receiver still answered 503 for 13 s."""
+
+    MAX_DELAY = 2.0
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, self.MAX_DELAY)
+
+
+class ReceiverPool(psycopg_pool.ConnectionPool):
+    """A pool that knows the request path's budget: how long to wait for a connection and for
+    the database to answer (`run_on_connection` applies both); it reconnects with a capped
+    backoff, so that ingest resumes within seconds of the database's return."""
+
+    def __init__(self, *args, deadline_seconds, **kwargs):
+        self.deadline_seconds = deadline_seconds
+        super().__init__(*args, **kwargs)
+
+    def _add_connection(self, attempt, growing=False):
+        """psycopg_pool's own (a private method: tests/unit/storage/test_db_options.py checks
+        it is still there), started with the capped backoff."""
+        if attempt is None:
+            attempt = CappedBackoff(timeout=self.reconnect_timeout)
+        return super()._add_connection(attempt, growing=growing)
+
+
+def make_pool(config, name="receiver") -> ReceiverPool:
     """A closed pool for one process; open it after the fork (see `get_pool`)."""
-    return psycopg_pool.ConnectionPool(
+    deadline = config.database_deadline_ms / 1000
+    return ReceiverPool(
         config.database_url,
+        deadline_seconds=deadline,
         min_size=config.pool_min_size,
         max_size=config.pool_max_size,
         # Waiting longer than this for a connection means the database is away or overloaded:
@@ -47,16 +225,21 @@ def make_pool(config, name="receiver") -> psycopg_pool.ConnectionPool:
         name=name,
         # Autocommit: a batch's single INSERT is its own transaction (see storage.store_batch);
         # multi-statement work opens one explicitly with conn.transaction().
-        kwargs={"connect_timeout": 2, "application_name": "receiver", "autocommit": True},
-        configure=_session_settings(config.statement_timeout_ms),
+        kwargs={**connection_kwargs(config), "autocommit": True},
+        configure=_session_settings(config.statement_timeout_ms, deadline),
     )
 
 
-def _session_settings(statement_timeout_ms):
-    def configure(conn):
+def _session_settings(statement_timeout_ms, deadline_seconds):
+    def settings(conn):
         # A statement that runs longer than this is cancelled and the request answers 503.
         conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
         conn.execute("SET idle_in_transaction_session_timeout = 60000")
+
+    def configure(conn):
+        # Under the deadline too: a server that accepted the connection and then went silent
+        # would otherwise hold one of the pool's few connecting threads for good.
+        call_with_deadline(conn, deadline_seconds, settings)
 
     return configure
 
@@ -67,7 +250,7 @@ def init_app(app, config):
     app.extensions["receiver.pool_lock"] = threading.Lock()
 
 
-def get_pool(app=None) -> psycopg_pool.ConnectionPool:
+def get_pool(app=None) -> ReceiverPool:
     """The app's pool, opened on first use in this process."""
     app = app or current_app
     pool = app.extensions["receiver.pool"]
@@ -96,31 +279,98 @@ def connect(url, application_name, lock_timeout_ms=None) -> psycopg.Connection:
     return conn
 
 
-def run_on_connection(pool, work, deadline_seconds=8.0):
+def run_on_connection(pool, work, pool_timeout=None, deadline_seconds=None):
     """Run `work(conn)` on an autocommit connection; return its result. `work` makes its
     writes atomic: one statement, or `with conn.transaction()`.
 
-    Raises DatabaseUnavailable for transient trouble. Content errors escape `work` only when it
-    chose not to handle them, and are raised as they are (a bug, not the sender's problem)."""
-    deadline = time.monotonic() + deadline_seconds
+    The whole call, both attempts included, takes at most the pool's timeout plus its
+    deadline (or the values given). Raises DatabaseUnavailable for transient trouble. Content
+    errors escape `work` only when it chose not to handle them, and are raised as they are (a
+    bug, not the sender's problem)."""
+    pool_timeout = pool.timeout if pool_timeout is None else pool_timeout
+    if deadline_seconds is None:  # a plain pool (a command's, a test's) gets the default
+        deadline_seconds = getattr(pool, "deadline_seconds", DEFAULT_DEADLINE_SECONDS)
+    end = time.monotonic() + pool_timeout + deadline_seconds
     for attempt in range(ATTEMPTS):
         try:
-            with pool.connection() as conn:
-                return work(conn)
+            return _attempt(pool, work, pool_timeout, deadline_seconds, end)
         except psycopg_pool.PoolTimeout as error:
             raise DatabaseUnavailable(f"no database connection: {error}") from error
         except psycopg.Error as error:
             if is_content_error(error):
                 raise
-            retry = attempt + 1 < ATTEMPTS and time.monotonic() < deadline
+            retry = attempt + 1 < ATTEMPTS and end - time.monotonic() > 0.1
             if not retry or not _worth_retrying(error):
                 raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from error
     raise AssertionError("unreachable")
 
 
+def _attempt(pool, work, pool_timeout, deadline_seconds, end):
+    """One attempt: a connection within `pool_timeout`, `work` done within `deadline_seconds`
+    or cut; neither past `end`."""
+    wait = min(pool_timeout, end - time.monotonic())
+    if wait <= 0:
+        raise psycopg_pool.PoolTimeout("no time left to wait for a connection")
+    conn = pool.getconn(timeout=wait)
+    deadline = min(deadline_seconds, end - time.monotonic())
+    try:
+        return call_with_deadline(conn, deadline, lambda c: _work_then_idle(c, work))
+    except psycopg.Error as error:
+        if error.sqlstate == READ_ONLY:
+            conn.close()  # this server will never take a write: the pool connects anew
+        raise
+    finally:
+        pool.putconn(conn)  # a closed or broken connection is discarded and replaced
+
+
+def _work_then_idle(conn, work):
+    """`work(conn)`, then commit what it left open (as `pool.connection()` would: a pool not
+    in autocommit), or roll back after a failure; here, under the deadline, not in the pool."""
+    unreplicated = []
+    handler = _collect_unreplicated(unreplicated)
+    conn.add_notice_handler(handler)
+    try:
+        try:
+            result = work(conn)
+        except BaseException:
+            if not conn.closed and _in_transaction(conn):
+                conn.rollback()
+            raise
+        if _in_transaction(conn):
+            conn.commit()  # before the answer: 200 means committed
+    finally:
+        conn.remove_notice_handler(handler)
+    if unreplicated:
+        # With synchronous replication, a commit whose wait for the standby was cancelled (the
+        # statement timeout) is committed on this server only, and PostgreSQL reports success
+        # with a WARNING. A 200 would promise what a failover could lose: answer 503 instead;
+        # the sender's retry is a duplicate, stored once.
+        raise DatabaseUnavailable(f"committed but not replicated: {unreplicated[0]}")
+    return result
+
+
+UNREPLICATED = "canceling wait for synchronous replication"
+
+
+def _collect_unreplicated(found):
+    """A notice handler that keeps PostgreSQL's "not replicated" warnings in `found`."""
+
+    def handle(diagnostic):
+        message = diagnostic.message_primary or ""
+        if message.startswith(UNREPLICATED):
+            found.append(message)
+
+    return handle
+
+
+def _in_transaction(conn) -> bool:
+    return conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
 def _worth_retrying(error) -> bool:
-    """A dead connection or a deadlock (both OperationalError) may go away on the next try;
-    a statement timeout would only time out again."""
+    """A dead connection, a deadlock (both OperationalError) or a server that is read-only
+    after a failover may go away on the next try; a statement timeout or a missed deadline
+    would only time out again."""
     if isinstance(error, psycopg.errors.QueryCanceled):
         return False
-    return isinstance(error, psycopg.OperationalError)
+    return isinstance(error, psycopg.OperationalError) or error.sqlstate == READ_ONLY

@@ -1,0 +1,56 @@
+"""The client-side deadline on a real connection, and a read-only server (SQLSTATE 25006)."""
+
+import time
+from dataclasses import replace
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from receiver.storage import db
+
+from support import admin_execute, body, event, post
+
+
+@pytest.fixture
+def slow_pool(config):
+    """A pool whose deadline (0.5 s) comes long before the server's statement_timeout."""
+    pool = db.make_pool(replace(config, statement_timeout_ms=60_000, database_deadline_ms=500))
+    pool.open(wait=True)
+    yield pool
+    pool.close()
+
+
+def backend_pid(pool):
+    return db.run_on_connection(pool, lambda conn: conn.info.backend_pid)
+
+
+def test_a_call_past_its_deadline_is_cut_and_its_connection_discarded(slow_pool):
+    before = backend_pid(slow_pool)
+    started = time.monotonic()
+    with pytest.raises(db.DeadlineExceeded):
+        # The pool's only idle connection: the one `before` came from.
+        db.run_on_connection(slow_pool, lambda conn: conn.execute("SELECT pg_sleep(5)"))
+    assert time.monotonic() - started < 1.5
+    assert backend_pid(slow_pool) != before  # the cut connection was never handed out again
+
+
+def test_a_call_within_its_deadline_keeps_its_connection(slow_pool):
+    before = backend_pid(slow_pool)
+    assert db.run_on_connection(slow_pool, lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)
+    assert backend_pid(slow_pool) == before
+
+
+@pytest.fixture
+def read_only_database(database_url):
+    """The test database made read-only for new sessions, as a standby or demoted primary is."""
+    name = conninfo_to_dict(database_url)["dbname"]
+    admin_execute(database_url, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    return database_url
+
+
+def test_a_read_only_server_is_a_503_never_stored_nor_quarantined(read_only_database, make_client):
+    client = make_client(pool_timeout=0.3)
+    valid = post(client, body(event(id="ro-1")))
+    broken = post(client, b"{not json")
+    assert (valid.status_code, broken.status_code) == (503, 503)
+    assert valid.headers["Retry-After"] == "10"

@@ -1,0 +1,56 @@
+"""Synchronous replication: a commit the standby never confirmed is not acknowledged."""
+
+import threading
+from dataclasses import replace
+
+import psycopg
+import psycopg.sql
+import pytest
+
+from receiver import create_app
+from receiver.storage import db
+from receiver.storage.migrate import migrate
+
+from support import body, event, post, wait_until
+
+pytestmark = pytest.mark.slow
+
+WAITING_FOR_STANDBY = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+
+
+def set_standby_names(url, value):
+    with psycopg.connect(url, autocommit=True) as conn:
+        statement = psycopg.sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}")
+        conn.execute(statement.format(psycopg.sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def test_a_commit_whose_wait_for_the_standby_was_cancelled_is_a_503(owned_postgres, config):
+    migrate(owned_postgres.url)
+    # A standby that never answers: every commit waits for it. When the wait is cancelled (an
+    # operator's pg_cancel_backend, a timeout), PostgreSQL keeps the commit on this server only
+    # and reports success with a WARNING; a 200 then would promise what a failover loses.
+    set_standby_names(owned_postgres.url, "ghost")
+    app = create_app(replace(config, database_url=owned_postgres.url))
+    client = app.test_client()
+    answers = []
+    batch = body(event("sent", id="unreplicated-1"))
+    sender = threading.Thread(target=lambda: answers.append(post(client, batch)))
+    try:
+        sender.start()
+        with psycopg.connect(owned_postgres.url, autocommit=True) as conn:
+            (pid,) = wait_until(lambda: conn.execute(WAITING_FOR_STANDBY).fetchone(), timeout=5)
+            conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
+        sender.join(timeout=10)
+        (answer,) = answers
+        assert answer.status_code == 503, answer.json
+        assert answer.headers["Retry-After"]
+        with psycopg.connect(owned_postgres.url) as conn:  # committed here, though not there
+            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+        set_standby_names(owned_postgres.url, "")
+        again = post(client, batch)  # the sender's retry: a duplicate, stored once
+        assert again.status_code == 200
+        assert (again.json["stored"], again.json["duplicates"]) == (0, 1)
+    finally:
+        set_standby_names(owned_postgres.url, "")
+        db.close_pool(app)
