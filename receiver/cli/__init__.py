@@ -9,7 +9,7 @@ import sys
 import click
 
 from .. import __version__
-from . import campaign, maintain, migrate, psql, quarantine, serve, simulate
+from . import campaign, maintain, migrate, psql, quarantine, report, serve, simulate
 from .common import ReceiverGroup
 
 
@@ -22,7 +22,7 @@ def cli():
     credentials, and the other commands find that database while it runs."""
 
 
-for module in (serve, migrate, maintain, quarantine, simulate, psql, campaign):
+for module in (serve, migrate, maintain, quarantine, simulate, psql, campaign, report):
     module.register(cli)
 
 

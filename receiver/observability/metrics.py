@@ -106,6 +106,17 @@ LAST_STORED = Gauge(
     "Unix time at which an event was last stored.",
     multiprocess_mode="max",
 )
+# Per client, so that a stopped `sent` flow of one client shows while others go on. Labels:
+# client_id (a deployment serves a handful of Campaign clients; capped below all the same) and
+# kind, `sent` or `other` (not the event type: newer types must not add series).
+CLIENT_LAST_STORED = Gauge(
+    f"{PREFIX}_client_last_stored_timestamp_seconds",
+    "Unix time at which an event of the client was last stored, by kind (sent, other).",
+    ["client_id", "kind"],
+    multiprocess_mode="max",
+)
+MAX_CLIENT_SERIES = 50
+_clients_seen = set()
 POOL_CONNECTIONS = Gauge(
     f"{PREFIX}_pool_connections",
     "Database connections of the workers' pools, by state (in_use, idle, waiting requests).",
@@ -121,6 +132,16 @@ def observe_pool(pool):
     POOL_CONNECTIONS.labels("in_use").set(size - idle)
     POOL_CONNECTIONS.labels("idle").set(idle)
     POOL_CONNECTIONS.labels("waiting").set(stats.get("requests_waiting", 0))
+
+
+def observe_stored_clients(pairs):
+    """Set the per-client gauges for one batch's stored (client_id, type) pairs."""
+    for client, kind in {(client, "sent" if kind == "sent" else "other") for client, kind in pairs}:
+        if client not in _clients_seen:
+            if len(_clients_seen) >= MAX_CLIENT_SERIES:
+                continue  # a flood of made-up client ids must not flood Prometheus
+            _clients_seen.add(client)
+        CLIENT_LAST_STORED.labels(str(client), kind).set_to_current_time()
 
 
 def render_metrics():

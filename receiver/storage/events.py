@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 
+from ..observability import metrics
 from . import db, quarantine
 from .quarantine import Rejected
 
@@ -42,22 +43,63 @@ EVENT_COLUMNS = (
 )
 
 
-def _insert_events_sql():
+# What the insert hands on to the recipient_status step (and, first two, to the metrics).
+STORED_COLUMNS = (
+    "type, extract(epoch FROM received_at - created_at)::float8 AS lag, client_id, recipient_id,"
+    " created_at, received_at, mailing_id, event_key, category, threshold_exceeded"
+)
+# recipient_status, kept current in the same statement: only the events this statement
+# inserted (a duplicate costs nothing), one per recipient (the batch's winner by the decision
+# order of migrations/004_reporting.sql), upserted where it beats the stored one. Rows go in by
+# (client_id, recipient_id), so concurrent batches lock them in one order and cannot deadlock.
+RECIPIENT_STATUS_STEPS = """
+, decided AS (
+    SELECT DISTINCT ON (client_id, recipient_id)
+           client_id, recipient_id, status, created_at, type, mailing_id, event_key,
+           status_rank(status) AS rank, received_at
+    FROM (SELECT *, event_status(type, category, threshold_exceeded) AS status FROM stored
+          WHERE type IN ('singleoptin', 'doubleoptin', 'confirmedoptin', 'unsubscribe', 'bounce',
+                         'spamcomplaint', 'blocklist', 'filteredbyblocklist')
+            AND recipient_id IS NOT NULL) s
+    WHERE status IS NOT NULL
+    ORDER BY client_id, recipient_id, created_at DESC, status_rank(status) DESC,
+             event_key COLLATE "C" DESC
+), status_upserted AS (
+    INSERT INTO recipient_status AS old (client_id, recipient_id, status, status_at,
+        status_event_type, mailing_id, status_event_key, status_rank, changed_at)
+    SELECT * FROM decided ORDER BY client_id, recipient_id
+    ON CONFLICT (client_id, recipient_id) DO UPDATE
+    SET status = EXCLUDED.status, status_at = EXCLUDED.status_at,
+        status_event_type = EXCLUDED.status_event_type, mailing_id = EXCLUDED.mailing_id,
+        status_event_key = EXCLUDED.status_event_key, status_rank = EXCLUDED.status_rank,
+        changed_at = EXCLUDED.changed_at
+    WHERE (EXCLUDED.status_at, EXCLUDED.status_rank, EXCLUDED.status_event_key)
+        > (old.status_at, old.status_rank, old.status_event_key)
+)"""
+
+
+def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS):
+    """The batch statement; `status_steps` is replaceable so bench/reporting.py can price it."""
     names = ", ".join(name for name, _ in EVENT_COLUMNS)
     definitions = ", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS)
     # One statement per batch, its rows as one JSON document (built by orjson in C; binding 20
     # arrays cost more Python time than everything else together). ON CONFLICT DO NOTHING turns
-    # every duplicate (retry, re-delivery, a concurrent worker) into a skipped row.
+    # every duplicate (retry, re-delivery, a concurrent worker) into a skipped row. The data-
+    # modifying CTEs run to completion whether or not the final SELECT reads them.
     return (
+        f"WITH stored AS (\n"
         f"INSERT INTO events ({names})\n"
         f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS r({definitions})\n"
         "ON CONFLICT (client_id, type, created_at, event_key) DO NOTHING\n"
-        # What was stored, for the per-type counters and the event-lag histogram.
-        "RETURNING type, extract(epoch FROM received_at - created_at)::float8"
+        f"RETURNING {STORED_COLUMNS}\n"
+        f"){status_steps}\n"
+        # What was stored, for the per-type counters, the event-lag histogram and the per-client
+        # last-event gauges.
+        "SELECT type, lag, client_id FROM stored"
     )
 
 
-INSERT_EVENTS = _insert_events_sql()
+INSERT_EVENTS = insert_events_sql()
 # `receiver simulate --verify`: rows per mailId of one run's client, counted by content.
 COUNT_BY_MAIL_ID = "SELECT mail_id, count(*) FROM events WHERE client_id = %s GROUP BY mail_id"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,6 +109,13 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class BatchResult:
     stored: list = field(default_factory=list)  # (type, lag seconds) of each stored event
     rejected: list = field(default_factory=list)  # Rejected, quarantined in this transaction
+    clients: set = field(default_factory=set)  # (client_id, type) of the stored events
+
+    @classmethod
+    def of(cls, rows, rejected=()):
+        """From the statement's (type, lag, client_id) rows."""
+        stored = [(kind, lag) for kind, lag, _ in rows]
+        return cls(stored, list(rejected), {(client, kind) for kind, _, client in rows})
 
 
 def store_batch(pool, events, rejected) -> BatchResult:
@@ -84,22 +133,27 @@ def store_batch(pool, events, rejected) -> BatchResult:
             # transaction of its own: execute() returns after PostgreSQL has committed it (the
             # server commits before ReadyForQuery), in one round trip instead of three.
             try:
-                return BatchResult(conn.execute(INSERT_EVENTS, (recordset(events),)).fetchall())
+                return BatchResult.of(conn.execute(INSERT_EVENTS, (recordset(events),)).fetchall())
             except psycopg.Error as error:
                 if not db.is_content_error(error):
                     raise
                 # Nothing was committed; the transaction below redoes it event by event.
         with conn.transaction():
             stored, refused = insert_events(conn, events, presorted=True)
-            result = BatchResult(stored, [*rejected, *refused])
+            result = BatchResult.of(stored, [*rejected, *refused])
             quarantine.keep(conn, result.rejected)
         return result
 
-    return db.run_on_connection(pool, write)
+    result = db.run_on_connection(pool, write)
+    # Here rather than in the web layer: only this path knows each stored event's client.
+    metrics.observe_stored_clients(result.clients)
+    return result
 
 
 def insert_events(conn, events, presorted=False) -> tuple[list, list]:
     """Insert events inside the caller's transaction: (stored rows, Rejected for the refused).
+
+    A stored row is (type, lag seconds, client_id); recipient_status follows in the statement.
 
     All in one statement; if PostgreSQL refuses a value that passed validation (rare), event by
     event under savepoints, so that one poison event cannot hold back the other 99."""

@@ -140,7 +140,7 @@ def test_migrating_a_table_with_data_keeps_every_row_once(database_at_version_2)
         ).fetchone()
     moved = []
     applied = migrate.migrate(database_at_version_2, progress=moved.append)
-    assert [m.name for m in applied] == ["partition_events"]
+    assert applied[0].name == "partition_events"  # then 004 and any later files
     assert moved[-1] == 2000
     with psycopg.connect(database_at_version_2, autocommit=True) as conn:
         after = conn.execute(

@@ -1,0 +1,177 @@
+"""`receiver report ...`: the reporting views as tables on a terminal, CSV or JSON for scripts."""
+
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+import click
+import psycopg
+
+from ..reporting import output
+from ..storage import db, reporting
+from . import common
+from .quarantine import Timestamp
+
+# A report is a read; it never waits long for anything.
+STATEMENT_TIMEOUT_MS = 60_000
+_AGO = re.compile(r"(\d+)\s*([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+STATUSES = ("subscribed", "unsubscribed", "hardbounced", "complained", "blocklisted")
+
+
+class Moment(Timestamp):
+    """An ISO 8601 time (UTC unless it says otherwise), or a time ago: 10m, 2h, 30d."""
+
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and (match := _AGO.fullmatch(value.strip())):
+            ago = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return datetime.now(UTC) - ago
+        return super().convert(value, param, ctx)
+
+
+def client_option(function):
+    return click.option("--client", type=int, help="Campaign client id (default: every client)")(
+        function
+    )
+
+
+def format_option(function):
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(output.FORMATS),
+        default="table",
+        show_default=True,
+        help="table for a terminal, csv or json (one object per line) for scripts",
+    )(function)
+
+
+def range_options(default_since):
+    """--since/--until options; --since defaults to `default_since` ago, --until to now."""
+
+    def decorate(function):
+        function = click.option("--until", type=Moment(), help="end, exclusive (default: now)")(
+            function
+        )
+        return click.option(
+            "--since", type=Moment(), default=default_since, show_default=True, help="start"
+        )(function)
+
+    return decorate
+
+
+@click.group(name="report")
+def group():
+    """Campaign reporting, recipient statuses and dispatch from the events (uses DATABASE_URL).
+
+    Times are ISO 8601 (UTC unless they carry an offset) or a time ago: 10m, 2h, 30d."""
+
+
+@group.command(name="mailings")
+@client_option
+@range_options("30d")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@format_option
+def mailings_command(client, since, until, limit, fmt):
+    """One line per mailing that sent in the time range: the funnel and its rates."""
+    return _run(fmt, lambda conn: reporting.mailings(conn, since, _now(until), client, limit))
+
+
+@group.command(name="mailing")
+@click.argument("mailing_id", type=int)
+@client_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@format_option
+def mailing_command(mailing_id, client, limit, fmt):
+    """One mailing: its summary, top links and opens by device (csv/json: the summary only)."""
+
+    def work(conn):
+        summary = reporting.mailing(conn, mailing_id, client)
+        if fmt != "table":
+            return summary
+        click.echo(output.vertical(summary), nl=False)
+        click.echo("\ntop links")
+        click.echo(output.table(reporting.links(conn, mailing_id, client, limit)), nl=False)
+        click.echo("\nopens by device, operating system and browser")
+        return reporting.devices(conn, mailing_id, client, limit)
+
+    return _run(fmt, work)
+
+
+@group.command(name="links")
+@click.argument("mailing_id", type=int)
+@client_option
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@format_option
+def links_command(mailing_id, client, limit, fmt):
+    """A mailing's clicked links: clicks and distinct clickers, most clicked first."""
+    return _run(fmt, lambda conn: reporting.links(conn, mailing_id, client, limit))
+
+
+@group.command(name="recipients")
+@client_option
+@click.option("--recipient", help="one recipient id")
+@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--since", type=Moment(), help="status decided (event created) at or after")
+@click.option("--until", type=Moment(), help="status decided before")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@format_option
+def recipients_command(client, recipient, status, since, until, limit, fmt):
+    """Current statuses from recipient_status, by recipient id."""
+    filters = {"recipient": recipient, "status": status, "since": since, "until": until}
+    return _run(fmt, lambda conn: reporting.recipients(conn, client, limit=limit, **filters))
+
+
+@group.command(name="suppressions")
+@client_option
+@click.option("--since", type=Moment(), required=True, help="changes that arrived since then")
+@click.option("--until", type=Moment(), help="... and before then (default: now)")
+@format_option
+def suppressions_command(client, since, until, fmt):
+    """Every recipient whose status changed since --since (by arrival), with the status.
+
+    For a CRM sync every few minutes: pass the previous run's --until as the next --since, and
+    apply `suppress` (true: stop mailing; false: subscribed again)."""
+    return _run(fmt, lambda conn: reporting.suppressions(conn, since, _now(until), client))
+
+
+@group.command(name="dispatch")
+@client_option
+@click.option("--mailing", "mailing_id", type=int, help="one mailing")
+@range_options("1h")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@format_option
+def dispatch_command(client, mailing_id, since, until, limit, fmt):
+    """`sent` per minute with the arrival delay (p50, p95), after the time since each
+    client's last `sent` (table format)."""
+
+    def work(conn):
+        if fmt == "table":
+            click.echo(output.table(reporting.last_sent(conn)))
+        return reporting.dispatch(conn, since, _now(until), client, mailing_id, limit)
+
+    return _run(fmt, work)
+
+
+def _now(until):
+    return until or datetime.now(UTC)
+
+
+def _run(fmt, work) -> int:
+    """Run `work(conn)` on a fresh connection and print its report; 1 on a database error."""
+    try:
+        with db.connect(common.database_url(), "receiver report") as conn:
+            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            # JIT spends seconds compiling aggregates that run in milliseconds to seconds.
+            conn.execute("SET jit = off")
+            click.echo(output.render(work(conn), fmt), nl=False)
+    except psycopg.Error as error:
+        print(f"receiver: report: database error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(group_):
+    group_.add_command(group)

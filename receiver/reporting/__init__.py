@@ -1,0 +1,1 @@
+"""Formatting of `receiver report` output: tables for a terminal, CSV and JSON for scripts."""
