@@ -27,7 +27,7 @@ from receiver.simulate import Tally, deliver, make_plan, verify
 from receiver.storage import partitions
 from receiver.storage.migrate import migrate
 
-from support import PASSWORD, USER, Gunicorn, wait_until
+from support import PASSWORD, USER, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -65,13 +65,14 @@ class Load:
     def delivered(self):
         return self.tally.delivered_batches
 
-    def finish(self, database_url, name):
-        """Wait for the last batch, verify the table, record the figures, assert exactness."""
-        self.thread.join(timeout=300)
+    def record(self, database_url, name, timeout=300, **extra):
+        """Wait for the last batch, verify the table, append the figures to FAULT_REPORT;
+        return (verification, statuses, the figures)."""
+        self.thread.join(timeout=timeout)
         assert not self.thread.is_alive(), "the simulator did not finish"
         result = verify(self.plan, database_url)
         statuses = {str(k): v for k, v in sorted(self.tally.statuses.items(), key=str)}
-        record = {
+        figures = {
             "fault": name,
             "events": len(self.plan.mail_ids),
             "deliveries": sum(len(b) for b in self.plan.batches),
@@ -83,14 +84,20 @@ class Load:
             "extra": result.extra,
             "duplicated": result.duplicated,
             "statuses": statuses,
+            **extra,
             "seconds": round(time.monotonic() - self.started, 1),
         }
         if os.environ.get("FAULT_REPORT"):
             with open(os.environ["FAULT_REPORT"], "a") as report:
-                report.write(json.dumps(record) + "\n")
+                report.write(json.dumps(figures) + "\n")
+        return result, statuses, figures
+
+    def finish(self, database_url, name):
+        """Wait, verify, record, and assert exactness: nothing lost, nothing twice, no 500."""
+        result, statuses, figures = self.record(database_url, name)
         assert self.tally.gave_up == 0
         assert "500" not in statuses
-        assert (result.missing, result.extra, result.duplicated) == (0, 0, 0), record
+        assert (result.missing, result.extra, result.duplicated) == (0, 0, 0), figures
         assert result.found == len(self.plan.mail_ids)
         return statuses
 
@@ -99,21 +106,6 @@ def mid_run(load, batches=10):
     """Wait until the load is under way, and check the fault will land in the middle of it."""
     wait_until(lambda: load.delivered() >= batches, timeout=60)
     assert load.thread.is_alive(), "the load finished before the fault: raise EVENTS"
-
-
-@pytest.fixture
-def gunicorn_factory():
-    servers = []
-
-    def start(env, **kwargs):
-        server = Gunicorn(env, **kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        if server.process.poll() is None:
-            server.stop()
 
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])

@@ -25,10 +25,9 @@ import pytest
 import requests
 from system.test_faults import Load, mid_run
 
-from receiver.simulate import verify
 from receiver.storage.migrate import migrate
 
-from support import PASSWORD, USER, Gunicorn, admin_execute, free_port, wait_until, with_database
+from support import PASSWORD, USER, admin_execute, free_port, wait_until, with_database
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -45,50 +44,17 @@ class GreyLoad(Load):
 
     def finish(self, database_url, name, exact=True):
         """Wait, verify, record; assert no 500, no timeout, and (if exact) the exact table."""
-        self.thread.join(timeout=400)
-        assert not self.thread.is_alive(), "the simulator did not finish"
-        result = verify(self.plan, database_url)
-        statuses = {str(k): v for k, v in sorted(self.tally.statuses.items(), key=str)}
-        record = {
-            "fault": name,
-            "events": len(self.plan.mail_ids),
-            "deliveries": sum(len(b) for b in self.plan.batches),
-            "rate": self.rate,
-            "concurrency": self.concurrency,
-            "duplicate_batches": self.plan.redeliveries,
-            "stored": result.found,
-            "lost": result.missing,
-            "extra": result.extra,
-            "duplicated": result.duplicated,
-            "statuses": statuses,
-            "slowest_answer_s": round(max(self.tally.latencies), 2),
-            "seconds": round(time.monotonic() - self.started, 1),
-        }
-        if os.environ.get("FAULT_REPORT"):
-            with open(os.environ["FAULT_REPORT"], "a") as report:
-                report.write(json.dumps(record) + "\n")
+        slowest = round(max(self.tally.latencies, default=0.0), 2)
+        result, statuses, figures = self.record(
+            database_url, name, timeout=400, slowest_answer_s=slowest
+        )
         assert self.tally.gave_up == 0
-        assert "500" not in statuses and "ReadTimeout" not in statuses, record
-        assert max(self.tally.latencies) < BUDGET, record
-        assert (result.extra, result.duplicated) == (0, 0), record
+        assert "500" not in statuses and "ReadTimeout" not in statuses, figures
+        assert max(self.tally.latencies) < BUDGET, figures
+        assert (result.extra, result.duplicated) == (0, 0), figures
         if exact:
-            assert result.missing == 0 and result.found == len(self.plan.mail_ids), record
-        return record
-
-
-@pytest.fixture
-def gunicorn_factory():
-    """Start receivers under gunicorn; stop them at the end (as in test_faults.py)."""
-    servers = []
-
-    def start(env, **kwargs):
-        servers.append(Gunicorn(env, **kwargs))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        if server.process.poll() is None:
-            server.stop()
+            assert result.missing == 0 and result.found == len(self.plan.mail_ids), figures
+        return figures
 
 
 def probe_batch():
