@@ -152,6 +152,9 @@ def explain_slowest(conn, t, results):
         ).fetchone()[0]
         sql = "SELECT * FROM mailing_summary WHERE client_id = %s AND mailing_id = ANY (%s)"
         params = (t["client"], ids)
+        # With the function's own settings (its SET clauses: migrations/005).
+        conn.execute("SET jit = off")
+        conn.execute("SET work_mem = '256MB'")
     plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params).fetchall()
     print(f"\nplan of the slowest ({slowest}):")
     print("\n".join(line for (line,) in plan), flush=True)

@@ -4,6 +4,7 @@ dispatch_between() and client_last_sent on hand-built events with known answers.
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from support import event
 from support.reporting import CLIENT, MINUTE, OTHER_CLIENT, T0, deliver, status_event
 
 SUMMARY_COLUMNS = (
@@ -61,6 +62,31 @@ def test_rates_without_sent_are_null(client, query):
     assert row[:5] == (0, 1, 1, 1, 1)
     assert row[9:14] == (None,) * 5
     assert row[14] == Decimal("1")  # clicks over opens still has a denominator
+
+
+def test_unique_counts_take_events_without_a_recipient_as_one_recipient(client, query):
+    def anonymous(kind, key, offset):
+        return event(kind, id=key, created=T0 + offset, mailingId=1001, clientId=CLIENT)
+
+    deliver(
+        client,
+        status_event("sent", "r1", T0, "s1"),
+        status_event("sent", "r2", T0, "s2"),
+        anonymous("sent", "s3", 1000),
+        status_event("open", "r1", T0 + MINUTE, "o1"),
+        status_event("open", "r1", T0 + 2 * MINUTE, "o2"),
+        anonymous("open", "o3", MINUTE),
+        anonymous("open", "o4", 2 * MINUTE),
+        anonymous("click", "c1", 3 * MINUTE),
+        status_event("unsubscribe", "r2", T0 + 4 * MINUTE, "u1"),
+    )
+    [row] = query(
+        "SELECT sent, opens, unique_opens, clicks, unique_clicks, unsubscribes, first_event_at,"
+        " last_event_at FROM mailing_summary WHERE client_id = %s AND mailing_id = 1001",
+        (CLIENT,),
+    )
+    # r1 and "no recipient" opened; only "no recipient" clicked.
+    assert row == (3, 4, 2, 1, 1, 1, at(T0), at(T0 + 4 * MINUTE))
 
 
 def test_mailings_are_kept_apart_by_client_and_mailing(client, query):
