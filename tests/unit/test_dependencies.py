@@ -43,3 +43,21 @@ def test_pgserver_names_the_embedded_server_uses_exist():
     assert callable(pgserver.pg_ctl)
     assert os.access(POSTGRES_BIN_PATH / "psql", os.X_OK)
     assert hasattr(pgserver.utils.PostmasterInfo, "read_from_pgdata")
+
+
+def test_every_sub_package_is_packaged():
+    """setup.cfg lists the packages (the checkout's migrations/ must not become a top-level
+    package of the wheel): a sub-package missing there would be missing from every install."""
+    import configparser
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    on_disk = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "receiver").rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert on_disk | {"receiver.migrations"} == listed
