@@ -279,6 +279,18 @@ def connect(url, application_name, lock_timeout_ms=None) -> psycopg.Connection:
     return conn
 
 
+def delete_in_batches(conn, statement, horizon, batch=10_000) -> int:
+    """Run a `DELETE ... LIMIT batch` statement (parameters: horizon, batch) until it deletes
+    fewer than `batch` rows; each run is its own short transaction on an autocommit connection,
+    so no lock is held for long. The number deleted."""
+    total = 0
+    while True:
+        deleted = conn.execute(statement, (horizon, batch)).rowcount
+        total += deleted
+        if deleted < batch:
+            return total
+
+
 def run_on_connection(pool, work, pool_timeout=None, deadline_seconds=None):
     """Run `work(conn)` on an autocommit connection; return its result. `work` makes its
     writes atomic: one statement, or `with conn.transaction()`.

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
+from . import db
+
 DEFAULT_PARTITION = "events_default"
 # Held (session-level) by whoever changes the partitions: migrate, maintain, a web worker's
 # background check. "receiver" in ASCII plus one, distinct from the migrations' own lock.
@@ -225,12 +227,7 @@ def delete_default_before(conn, horizon: datetime, batch=10_000) -> int:
         "DELETE FROM {0} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {0} WHERE created_at < %s "
         "LIMIT %s))"
     ).format(sql.Identifier(DEFAULT_PARTITION))
-    total = 0
-    while True:
-        deleted = conn.execute(statement, (horizon, batch)).rowcount
-        total += deleted
-        if deleted < batch:
-            return total
+    return db.delete_in_batches(conn, statement, horizon, batch)
 
 
 def old_table_exists(conn) -> bool:

@@ -150,12 +150,9 @@ def existing_ids(conn, ids) -> set[int]:
 
 def delete_resolved_before(conn, horizon, batch=10_000) -> int:
     """Delete rows resolved before `horizon`, in batches; the number deleted."""
-    total = 0
-    while True:
-        deleted = conn.execute(DELETE_RESOLVED_BEFORE, (horizon, batch)).rowcount
-        total += deleted
-        if deleted < batch:
-            return total
+    from . import db
+
+    return db.delete_in_batches(conn, DELETE_RESOLVED_BEFORE, horizon, batch)
 
 
 def _filters(kind, since, include_resolved) -> dict:
