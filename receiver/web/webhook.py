@@ -86,7 +86,9 @@ def receive_batch():
     try:
         result = events.store_batch(db.get_pool(), valid, rejected)
     except db.DatabaseUnavailable:
-        # Nothing was committed; the sender keeps the batch and retries in 10 s.
+        # Not acknowledged: most often nothing was committed; after a deadline cut a commit
+        # mid-way, or a standby never confirmed it, it may have been. Either way the sender
+        # keeps the batch and retries in 10 s, and the retry is stored once.
         return unavailable()
     metrics.DATABASE_SECONDS.observe(time.perf_counter() - started)
 
