@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,21 +72,17 @@ def parse_args():
     return parser.parse_args()
 
 
-class fresh_database:
+@contextmanager
+def fresh_database(server_url):
     """A new migrated database on the bench server, dropped afterwards."""
-
-    def __init__(self, server_url):
-        self.server_url = server_url
-        self.name = f"receiver_growth_{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self):
-        bench.admin(self.server_url, f'CREATE DATABASE "{self.name}"')
-        url = make_conninfo(self.server_url, dbname=self.name)
+    name = f"receiver_growth_{uuid.uuid4().hex[:8]}"
+    bench.admin(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        url = make_conninfo(server_url, dbname=name)
         migrate(url)
-        return url
-
-    def __exit__(self, *exc):
-        bench.admin(self.server_url, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        yield url
+    finally:
+        bench.admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # Buffer reads of the database: a block not in shared_buffers is read from the OS (or the

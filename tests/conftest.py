@@ -108,6 +108,15 @@ def database_url(server_url, template_db):
 
 
 @pytest.fixture
+def empty_database(server_url):
+    """A database with nothing in it, not even migrations."""
+    name = f"receiver_empty_{uuid.uuid4().hex[:12]}"
+    admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    yield with_database(server_url, name)
+    admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def config(database_url):
     return Config(database_url=database_url, basic_auth=((USER, PASSWORD),))
 

@@ -8,7 +8,6 @@ way a deployment does.
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -17,7 +16,7 @@ import requests
 
 from receiver.storage.migrate import load_migrations
 
-from support import ROOT, admin_execute, with_database
+from support import ROOT
 from support.devserve import DevServe
 
 pytestmark = pytest.mark.slow
@@ -127,14 +126,6 @@ def test_receiver_serve_from_an_empty_directory_answers_as_the_banner_says(
     finally:
         server.stop()
     assert list(empty_dir.iterdir()) == []  # nothing written into the working directory
-
-
-@pytest.fixture
-def empty_database(server_url):
-    name = f"receiver_install_{uuid.uuid4().hex[:8]}"
-    admin_execute(server_url, f'CREATE DATABASE "{name}"')
-    yield with_database(server_url, name)
-    admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_receiver_migrate_applies_every_migration_even_beside_another_migrations_package(

@@ -2,15 +2,11 @@
 even concurrently."""
 
 import threading
-import uuid
 
 import psycopg
-import pytest
 
 from receiver.storage.events import EVENT_COLUMNS
 from receiver.storage.migrate import load_migrations, migrate, pending
-
-from support import admin_execute, with_database
 
 # The columns a fresh table must refuse NULL in; the rest of the list is the code's own.
 NOT_NULL_EVENT_COLUMNS = {"event_key", "client_id", "type", "created_at", "received_at", "payload"}
@@ -26,14 +22,6 @@ EXPECTED_QUARANTINE_COLUMNS = {
     "resolved_at",
     "resolution",
 }
-
-
-@pytest.fixture
-def empty_database(server_url):
-    name = f"receiver_empty_{uuid.uuid4().hex[:12]}"
-    admin_execute(server_url, f'CREATE DATABASE "{name}"')
-    yield with_database(server_url, name)
-    admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def columns(conn, table):
