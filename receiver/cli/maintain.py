@@ -95,6 +95,8 @@ def print_maintenance(report):
         click.echo(f"maintain: {rows} event(s) moved from events_default into {name}")
     if report.moved_old_rows:
         click.echo(f"maintain: {report.moved_old_rows} event(s) moved from events_unpartitioned")
+    if report.rolled_up:
+        click.echo(f"maintain: mailing_counts of {report.rolled_up} mailing(s) rolled up")
     if report.pruned:
         print_prune(report.pruned)
 
@@ -109,7 +111,8 @@ def print_prune(report):
     if not report.dry_run:
         click.echo(
             f"prune: {report.default_rows_deleted} stray old event(s) deleted, "
-            f"{report.quarantine_rows_deleted} resolved quarantine row(s) deleted"
+            f"{report.quarantine_rows_deleted} resolved quarantine row(s) deleted, "
+            f"counts of {report.mailings_deleted} mailing(s) deleted"
         )
     click.echo(f"prune: events take {size(report.bytes_before)} -> {size(report.bytes_after)}")
 

@@ -11,14 +11,18 @@ def migrate():
     """Apply pending database migrations to DATABASE_URL (or the development database).
 
     Idempotent, and safe when several processes run it at once (an advisory lock)."""
-    moved = []
-    applied = migrations.migrate(common.database_url(), progress=moved.append)
+    moved, recounted = [], []
+    applied = migrations.migrate(
+        common.database_url(), progress=moved.append, recounted=recounted.append
+    )
     click.echo(
         f"receiver: {len(applied)} migration(s) applied"
         + "".join(f"\n  {m.version:03d}_{m.name}" for m in applied)
     )
     if moved:
         click.echo(f"receiver: {moved[-1]} event(s) moved into the partitioned events table")
+    if recounted:
+        click.echo(f"receiver: mailing counts of {recounted[0]} mailing(s) stored earlier made")
     return 0
 
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..storage import partitions, quarantine
+from ..storage import mailing_counts, partitions, quarantine
 
 SENDER_RETRY_WINDOW = timedelta(days=3)
 RETENTION_MARGIN = timedelta(days=4)
@@ -31,6 +31,7 @@ class PruneReport:
     dropped: list = field(default_factory=list)  # (partition name, bytes)
     default_rows_deleted: int = 0
     quarantine_rows_deleted: int = 0
+    mailings_deleted: int = 0  # mailing_counts of mailings whose newest event was older
     bytes_before: int = 0
     bytes_after: int = 0
     dry_run: bool = False
@@ -79,6 +80,7 @@ def prune(conn, keep: timedelta, now=None, dry_run=False) -> PruneReport:
         partitions.drop_month(conn, partition.name)
     report.default_rows_deleted = partitions.delete_default_before(conn, report.horizon)
     report.quarantine_rows_deleted = quarantine.delete_resolved_before(conn, report.horizon)
+    report.mailings_deleted = mailing_counts.delete_before(conn, report.horizon)
     report.bytes_after = events_bytes(conn)
     return report
 

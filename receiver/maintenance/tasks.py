@@ -1,4 +1,5 @@
-"""One maintenance pass: partitions ahead, stray rows into their months, retention if set.
+"""One maintenance pass: partitions ahead, stray rows into their months, mailing counts
+rolled up, retention if set.
 
 Run by `receiver maintain` (a systemd timer, or a Procfile process with --every), and, for the
 partitions alone, by every web worker in the background (receiver.maintenance.background), so a
@@ -10,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..storage import partitions
+from ..storage import mailing_counts, partitions
 from . import retention
 
 logger = logging.getLogger("receiver.maintenance")
@@ -27,6 +28,7 @@ class MaintenanceReport:
     created: list = field(default_factory=list)  # partitions created
     split: list = field(default_factory=list)  # (partition, rows moved out of the default)
     moved_old_rows: int = 0
+    rolled_up: int = 0  # mailings whose mailing_counts rows were summed into one
     pruned: retention.PruneReport | None = None
     skipped: bool = False  # another pass held the lock
 
@@ -43,6 +45,7 @@ def maintain(conn, keep=None, now=None) -> MaintenanceReport:
         report.created = partitions.ensure_months(conn, now)
         report.split = split_default(conn, keep, now)
         report.moved_old_rows = partitions.move_old_table(conn)
+        report.rolled_up = mailing_counts.roll_up(conn)
         if keep is not None:
             report.pruned = retention.prune(conn, keep, now)
     finally:

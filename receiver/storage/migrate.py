@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import partitions
+from . import mailing_counts, partitions
 
 # Any fixed bigint works; this one is the ASCII of "receiver", recognisable in pg_locks.
 ADVISORY_LOCK_ID = 0x7265636569766572
@@ -55,15 +55,19 @@ def load_migrations(folder=None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def migrate(conninfo: str, progress=None) -> list[Migration]:
-    """Apply pending migrations in one transaction, then settle the partitions of `events`;
-    return the migrations applied. `progress(rows)` hears of rows moved from the old table."""
+def migrate(conninfo: str, progress=None, recounted=None) -> list[Migration]:
+    """Apply pending migrations in one transaction, then settle the partitions of `events` and
+    count the mailings stored before 006; return the migrations applied. `progress(rows)`
+    hears of rows moved from the old table, `recounted(mailings)` of the mailings counted."""
     applied = apply_pending(conninfo)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         # Outside the migrations' transaction: each step commits on its own and takes only
         # short locks, so ingest goes on meanwhile and an interruption is resumed next time.
         partitions.ensure_months(conn)
         partitions.move_old_table(conn, progress=progress)
+        mailings = mailing_counts.backfill(conn)
+    if recounted and mailings:
+        recounted(mailings)
     return applied
 
 

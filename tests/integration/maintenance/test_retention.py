@@ -75,6 +75,20 @@ def test_prune_deletes_old_stray_rows_and_old_resolved_quarantine_only(client, d
     assert query("SELECT convert_from(content, 'UTF8') FROM quarantine") == [("not json at all",)]
 
 
+def test_prune_deletes_the_counts_of_mailings_it_dropped(
+    months_of_events, client, database_url, query
+):
+    def sent(day, key, mailing):
+        return event("sent", created=millis(day), id=key, mailingId=mailing, recipientId="r1")
+
+    old, kept = datetime(2025, 9, 15, tzinfo=UTC), datetime(2025, 11, 1, tzinfo=UTC)
+    assert post(client, body(sent(old, "m1", 1), sent(kept, "m2", 2))).status_code == 200
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        report = retention.prune(conn, timedelta(days=400), now=NOW)  # horizon 2025-10-28
+    assert report.mailings_deleted == 1
+    assert query("SELECT mailing_id, sent FROM mailing_summary") == [(2, 1)]
+
+
 def test_prune_refuses_a_horizon_inside_the_retry_window(cli_env, capsys):
     assert main(["prune", "--older-than", "5d"]) == 2
     assert "refusing to keep less than 7 days" in capsys.readouterr().err
