@@ -95,6 +95,8 @@ def print_maintenance(report):
         click.echo(f"maintain: {rows} event(s) moved from events_default into {name}")
     if report.moved_old_rows:
         click.echo(f"maintain: {report.moved_old_rows} event(s) moved from events_unpartitioned")
+    if report.deliveries_deleted:
+        click.echo(f"maintain: {report.deliveries_deleted} expired delivery digest(s) deleted")
     if report.pruned:
         print_prune(report.pruned)
 
