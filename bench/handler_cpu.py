@@ -69,7 +69,9 @@ def main():
             assert client.post("/webhook", data=body, headers=headers).status_code == 200
         figures = {}
         for phase, todo in (("fresh", bodies[20:]), ("re-delivered", bodies[20:])):
-            profiler = cProfile.Profile() if args.profile and phase == "fresh" else None
+            profiler = (
+                cProfile.Profile(time.process_time) if args.profile and phase == "fresh" else None
+            )
             started = time.process_time()
             if profiler:
                 profiler.enable()

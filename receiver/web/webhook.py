@@ -11,7 +11,8 @@ import socket
 import time
 from collections import Counter
 
-from flask import Blueprint, current_app, g, jsonify, request
+import orjson
+from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ..ingest import jsoncodec, schemas
@@ -190,8 +191,7 @@ def count_outcomes(valid_events, valid, result):
         metrics.EVENTS.labels(label, "stored").inc(stored[label])
         metrics.EVENTS.labels(label, "duplicate").inc(valid[label] - stored[label] - refused[label])
         metrics.EVENTS.labels(label, "quarantined").inc(quarantined[label])
-    for _, lag in result.stored:
-        metrics.EVENT_LAG_SECONDS.observe(max(lag, 0.0))
+    metrics.observe_many(metrics.EVENT_LAG_SECONDS, [max(lag, 0.0) for _, lag in result.stored])
     if result.stored:
         metrics.LAST_STORED.set_to_current_time()
     total_stored = len(result.stored)
@@ -222,11 +222,10 @@ def finish(outcome, status, body, headers=None):
     metrics.REQUESTS.labels(outcome, str(status)).inc()
     g.outcome = outcome
     g.counts = body if status == 200 else None
-    response = jsonify(body)
-    response.status_code = status
-    if headers:
-        response.headers.update(headers)
-    return response
+    # orjson rather than jsonify (Flask's provider, json.dumps): the same bytes, keys sorted
+    # and a newline, for a fraction of the time.
+    data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+    return current_app.response_class(data, status, headers, mimetype="application/json")
 
 
 def init_app(app):

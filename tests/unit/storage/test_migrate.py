@@ -2,7 +2,6 @@
 
 from receiver.storage.migrate import load_migrations
 
-
 # 006 is another branch's (a trigger on events), not merged here yet; 007 was numbered after it.
 RESERVED = {6}
 
