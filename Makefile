@@ -29,8 +29,10 @@ format: $(VENV)/bin/ruff
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Before/after in one run: BEFORE is the git ref to compare the working tree with (empty: none).
+BEFORE ?= main
 bench: $(VENV)/bin/pytest
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(BEFORE),--before $(BEFORE))
 
 # Ingest with 0, 10M and 50M events stored (about an hour, and ~45 GB of disk at 50M).
 bench-growth: $(VENV)/bin/pytest

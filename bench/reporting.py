@@ -175,6 +175,7 @@ from receiver.web.gunicorn_conf import *  # noqa: F403
 if os.environ.get("{WITHOUT_STATUS}"):
     from receiver.storage import events
     events.INSERT_EVENTS = events.insert_events_sql(status_steps="")
+    events.INSERT_EVENTS_DELIVERED = events.insert_events_sql(status_steps="", delivery=True)
 """
 
 

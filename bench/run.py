@@ -12,6 +12,11 @@ Runs, in one go and on the same machine state, so the figures can be compared as
 6. a check that the table holds exactly the events acknowledged (plus at most the batches in
    flight when wrk stopped), each batch whole, none twice.
 
+With `--before REF` (`make bench` passes BEFORE, default `main`), phases 2-4 also run for the
+code of that git ref (exported with `git archive` into a temporary directory and put first on
+PYTHONPATH of its gunicorn), alternately with the working tree's, in the same run and database:
+the before/after ratios then compare like with like on a shared machine.
+
 Needs wrk and pgbench (Debian: `apt-get install wrk postgresql-client`). The database is
 BENCH_DATABASE_URL, else the server on 127.0.0.1:5432 when one listens, else an embedded one.
 """
@@ -59,15 +64,50 @@ def main():
         migrate(url)
         report = {"machine": machine(server_url), "settings": settings(args)}
         report["ceiling"] = database_ceiling(url, args.seconds)
-        with Receiver(url, args.workers, args.threads) as receiver:
-            report.update(drive(receiver, args))
-        report["verification"] = verify(url, report)
+        report["runs"] = []
+        with tempfile.TemporaryDirectory(prefix="receiver-bench-before-") as before_dir:
+            codes = {"after": ROOT}
+            if args.before:
+                codes["before"] = export_ref(args.before, Path(before_dir))
+            for code, first in plan(codes, args.rounds):
+                label = f"before ({args.before})" if code == "before" else "after (working tree)"
+                with Receiver(url, args.workers, args.threads, codes[code]) as receiver:
+                    run = {"code": code, "label": label, **drive(receiver, args, first)}
+                run["verification"] = verify(url, run)
+                report["runs"].append(run)
     finally:
         admin(server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if report["verification"]["ok"] else 1
+    return 0 if all(run["verification"]["ok"] for run in report["runs"]) else 1
+
+
+def plan(codes, rounds):
+    """(code, with memory phase) in the order run: before and after alternately, ABBA..., so
+    a drift of the machine's load over the run weighs on both alike; the memory phase once."""
+    order = []
+    for r in range(rounds):
+        pair = sorted(codes, reverse=r % 2 == 0)  # "before" first in even rounds
+        order += pair
+    return [(code, code == "after" and i == order.index("after")) for i, code in enumerate(order)]
+
+
+def export_ref(ref, directory):
+    """The tree of git `ref` in `directory` (git archive: no worktree left behind)."""
+    command = ["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", ref + "^{commit}"]
+    known = subprocess.run(command, capture_output=True, check=False)
+    if known.returncode != 0:
+        sys.exit(
+            f"bench: --before {ref}: no such git ref here (make bench BEFORE=<ref>, or BEFORE=)"
+        )
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
 
 
 def parse_args():
@@ -77,6 +117,8 @@ def parse_args():
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", 2)))
     parser.add_argument("--threads", type=int, default=int(os.environ.get("RECEIVER_THREADS", 4)))
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--before", metavar="REF", help="also run this git ref's code, alternately")
+    parser.add_argument("--rounds", type=int, default=1, help="before/after pairs to run (ABBA)")
     return parser.parse_args()
 
 
@@ -232,7 +274,7 @@ def pgbench_connection(url):
 class Receiver:
     """gunicorn with the packaged settings, bound to a free port, workers' pids at hand."""
 
-    def __init__(self, url, workers, threads):
+    def __init__(self, url, workers, threads, code=ROOT):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -246,6 +288,8 @@ class Receiver:
             "RECEIVER_POOL_MAX_SIZE": str(threads),
             "LOG_LEVEL": "WARNING",
         }
+        if Path(code) != ROOT:  # another ref's tree, imported before the installed one
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
         command = [
             sys.executable,
             "-m",
@@ -260,7 +304,7 @@ class Receiver:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed with the process)
             "w", prefix="receiver-bench-", suffix=".log", delete=False
         )
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT, stderr=self.log)
+        self.process = subprocess.Popen(command, env=env, cwd=code, stderr=self.log)
 
     def __enter__(self):
         deadline = time.monotonic() + 90  # workers boot slowly on a loaded machine
@@ -338,7 +382,7 @@ def wrk(receiver, run, seconds, mode="fresh", first_batch=0, batches=0, delay_ms
     return result
 
 
-def drive(receiver, args):
+def drive(receiver, args, memory=True):
     """The HTTP phases, in order; each fresh phase uses batch numbers no other phase uses."""
     run = uuid.uuid4().hex[:8]
     phases = {}
@@ -367,8 +411,9 @@ def drive(receiver, args):
         receiver, run, args.seconds, first_batch=next_batch, delay_ms=delay_ms
     )
     next_batch += 10_000_000
-    memory_seconds = max(5, int(args.memory_events / max(fresh["events_per_second"], 1) * 1.15))
-    phases["memory"] = wrk(receiver, run, memory_seconds, first_batch=next_batch)
+    if memory:
+        memory_seconds = max(5, int(args.memory_events / max(fresh["events_per_second"], 1) * 1.15))
+        phases["memory"] = wrk(receiver, run, memory_seconds, first_batch=next_batch)
     rss_after = receiver.worker_rss()
     return {"run": run, "phases": phases, "rss_kb": {"before": rss_before, "after": rss_after}}
 
@@ -411,30 +456,69 @@ def verify(url, report):
 
 
 def print_report(report):
-    phases, ceiling = report["phases"], report["ceiling"]
-    fresh, dup, half = phases["fresh"], phases["duplicates"], phases["half_load"]
-    before, after = report["rss_kb"]["before"], report["rss_kb"]["after"]
-    growth = max((a - b) / b for a, b in zip(after, before, strict=False)) if before else 0
+    ceiling = report["ceiling"]
     lines = [
         f"machine: {report['machine']}",
         f"settings: {report['settings']}",
         f"database-only ceiling (pgbench):   {ceiling['events_per_second']:>8,} events/s",
+    ]
+    for run in report["runs"]:
+        lines += run_lines(run, ceiling)
+    lines += comparison_lines(report["runs"])
+    print("\n".join(lines))
+
+
+def run_lines(run, ceiling):
+    phases = run["phases"]
+    fresh, dup, half = phases["fresh"], phases["duplicates"], phases["half_load"]
+    lines = [
+        f"--- {run['label']}",
         f"receiver, fresh batches:           {fresh['events_per_second']:>8,} events/s  "
         f"p50 {fresh['p50_ms']} ms  p99 {fresh['p99_ms']} ms  non-200: {fresh['bad']}",
         f"receiver / ceiling:                {fresh['events_per_second'] / ceiling['events_per_second']:>8.2f}",  # noqa: E501
-        f"worker CPU per batch:              {fresh['worker_cpu_ms_per_batch']:>8} ms fresh, "
-        f"{dup['worker_cpu_ms_per_batch']} ms duplicate",
-        f"duplicate batches:                 {dup['batches_per_second']:>8,} batches/s "
-        f"(fresh {fresh['batches_per_second']:,}); cost of a duplicate batch / fresh: "
-        f"{fresh['batches_per_second'] / max(dup['batches_per_second'], 1e-9):.2f}; "
+        f"re-delivered batches:              {dup['events_per_second']:>8,} events/s  "
+        f"p50 {dup['p50_ms']} ms  p99 {dup['p99_ms']} ms  non-200: {dup['bad']}; "
         f"all-duplicate answers {dup['duplicates_only']}/{dup['ok']}",
+        f"worker CPU per batch:              {fresh['worker_cpu_ms_per_batch']:>8} ms fresh, "
+        f"{dup['worker_cpu_ms_per_batch']} ms re-delivered",
         f"half load:                         {half['events_per_second']:>8,} events/s  "
-        f"p50 {half['p50_ms']} ms  p99 {half['p99_ms']} ms",
-        f"worker RSS before/after {phases['memory']['ok'] * 100:,} more events: "
-        f"{before} -> {after} kB (max growth {growth:.1%})",
-        f"verification: {report['verification']}",
+        f"p50 {half['p50_ms']} ms  p99 {half['p99_ms']} ms  non-200: {half['bad']}",
     ]
-    print("\n".join(lines))
+    if "memory" in phases:
+        before, after = run["rss_kb"]["before"], run["rss_kb"]["after"]
+        growth = max((a - b) / b for a, b in zip(after, before, strict=False)) if before else 0
+        lines.append(
+            f"worker RSS before/after {phases['memory']['ok'] * 100:,} more events: "
+            f"{before} -> {after} kB (max growth {growth:.1%})"
+        )
+    lines.append(f"verification: {run['verification']}")
+    return lines
+
+
+def comparison_lines(runs):
+    """after / before of each figure, each side the mean of its runs."""
+    sides = {code: [r for r in runs if r["code"] == code] for code in ("before", "after")}
+    if not sides["before"]:
+        return []
+
+    def mean(code, phase, key):
+        values = [r["phases"][phase][key] for r in sides[code]]
+        return sum(values) / len(values)
+
+    lines = ["--- after / before (means of each side's runs, same run of the bench)"]
+    for title, phase, key in (
+        ("fresh events/s", "fresh", "events_per_second"),
+        ("re-delivered events/s", "duplicates", "events_per_second"),
+        ("worker CPU per fresh batch, ms", "fresh", "worker_cpu_ms_per_batch"),
+        ("worker CPU per re-delivered batch, ms", "duplicates", "worker_cpu_ms_per_batch"),
+        ("p99 at full load, ms", "fresh", "p99_ms"),
+        ("p50 at half load, ms", "half_load", "p50_ms"),
+        ("p99 at half load, ms", "half_load", "p99_ms"),
+    ):
+        before, after = mean("before", phase, key), mean("after", phase, key)
+        ratio = after / max(before, 1e-9)
+        lines.append(f"{title + ':':<40} {before:>9,.2f} -> {after:>9,.2f}  ({ratio:.2f}x)")
+    return lines
 
 
 if __name__ == "__main__":

@@ -97,6 +97,8 @@ def print_maintenance(report):
         click.echo(f"maintain: {report.moved_old_rows} event(s) moved from events_unpartitioned")
     if report.rolled_up:
         click.echo(f"maintain: mailing_counts of {report.rolled_up} mailing(s) rolled up")
+    if report.deliveries_deleted:
+        click.echo(f"maintain: {report.deliveries_deleted} expired delivery digest(s) deleted")
     if report.pruned:
         print_prune(report.pruned)
 

@@ -1,4 +1,5 @@
-"""The web worker's own upkeep: the coming months' partitions, checked hourly in a thread."""
+"""The web worker's own upkeep, hourly in a thread: the coming months' partitions, and the
+expired digests of re-deliverable batches (receiver.storage.deliveries)."""
 
 import threading
 

@@ -1,5 +1,5 @@
 """One maintenance pass: partitions ahead, stray rows into their months, mailing counts
-rolled up, retention if set.
+rolled up, expired delivery digests deleted, retention if set.
 
 Run by `receiver maintain` (a systemd timer, or a Procfile process with --every), and, for the
 partitions alone, by every web worker in the background (receiver.maintenance.background), so a
@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..storage import mailing_counts, partitions
+from ..storage import deliveries, mailing_counts, partitions
 from . import retention
 
 logger = logging.getLogger("receiver.maintenance")
@@ -29,6 +29,7 @@ class MaintenanceReport:
     split: list = field(default_factory=list)  # (partition, rows moved out of the default)
     moved_old_rows: int = 0
     rolled_up: int = 0  # mailings whose mailing_counts rows were summed into one
+    deliveries_deleted: int = 0  # digests of re-deliverable batches past their lifetime
     pruned: retention.PruneReport | None = None
     skipped: bool = False  # another pass held the lock
 
@@ -46,6 +47,7 @@ def maintain(conn, keep=None, now=None) -> MaintenanceReport:
         report.split = split_default(conn, keep, now)
         report.moved_old_rows = partitions.move_old_table(conn)
         report.rolled_up = mailing_counts.roll_up(conn)
+        report.deliveries_deleted = expire_deliveries(conn, now)
         if keep is not None:
             report.pruned = retention.prune(conn, keep, now)
     finally:
@@ -68,8 +70,16 @@ def split_default(conn, keep=None, now=None) -> list[tuple[str, int]]:
     return split
 
 
+def expire_deliveries(conn, now=None) -> int:
+    """Delete the delivery digests older than their lifetime (receiver.storage.deliveries):
+    past the sender's retry window nobody re-sends those bodies, and without this the table
+    would grow by a row per batch for ever."""
+    return deliveries.delete_before(conn, (now or datetime.now(UTC)) - deliveries.LIFETIME)
+
+
 def ensure_ahead_quietly(connect) -> None:
-    """Make sure the coming months have partitions; log, never raise (for background use)."""
+    """Make sure the coming months have partitions and expired delivery digests are gone; log,
+    never raise (for background use)."""
     try:
         with connect() as conn:
             if conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,)).fetchone()[
@@ -77,6 +87,7 @@ def ensure_ahead_quietly(connect) -> None:
             ]:
                 try:
                     created = partitions.ensure_months(conn)
+                    expire_deliveries(conn)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_ID,))
                 if created:

@@ -4,7 +4,10 @@ Under gunicorn the workers are separate processes; with PROMETHEUS_MULTIPROC_DIR
 gunicorn config sets and wipes it) each writes its own files and /metrics sums them.
 """
 
+import bisect
+import collections
 import logging
+import math
 import os
 import tempfile
 
@@ -123,6 +126,26 @@ POOL_CONNECTIONS = Gauge(
     ["state"],
     multiprocess_mode="livesum",
 )
+
+
+def observe_many(histogram, amounts):
+    """`histogram.observe(a)` for every a, with one write per bucket touched instead of one per
+    amount: a batch's 100 event lags are 100 locked writes to mmapped files otherwise.
+
+    Uses the Histogram's own bucket and sum values (prometheus_client 0.20-0.26, pinned in
+    setup.cfg; tests/unit/test_metrics.py compares the result with observe()); anything else
+    falls back to observe()."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if bounds is None or not hasattr(histogram, "_buckets") or not hasattr(histogram, "_sum"):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    histogram._raise_if_not_observable()
+    per_bucket = collections.Counter(bisect.bisect_left(bounds, amount) for amount in amounts)
+    if per_bucket:
+        histogram._sum.inc(math.fsum(amounts))
+    for index, count in per_bucket.items():  # bounds end with +Inf: every index is a bucket
+        histogram._buckets[index].inc(count)
 
 
 def observe_pool(pool):

@@ -41,6 +41,31 @@ EVENT_COLUMNS = (
     ("remote_address", "text"),
     ("payload", "jsonb"),
 )
+# The columns PostgreSQL takes from the stored payload in the batch statement, not validated by
+# marshmallow: (column, expression on the row's `payload` and `type`). `->>` gives a string as
+# itself, a number as its digits, true/false as "true"/"false", an object or array as its JSON
+# text, null as NULL; a column belongs to the types that document the field (a `device` on a
+# `sent` event stays in payload only). A value PostgreSQL refuses (a thresholdExceeded that is
+# no boolean, a recipientId too long for its index) fails the statement, and the per-event
+# fallback quarantines just that event.
+_OPEN_OR_CLICK = "r.type IN ('open', 'click')"
+EXTRACTED_COLUMNS = {
+    "recipient_id": "r.payload->>'recipientId'",
+    "mail_id": "r.payload->>'mailId'",
+    "media_type": "r.payload->>'mediaType'",
+    "category": "CASE WHEN r.type = 'bounce' THEN r.payload->>'category' END",
+    "reason": "CASE WHEN r.type = 'bounce' THEN r.payload->>'reason' END",
+    "threshold_exceeded": (
+        "CASE WHEN r.type = 'bounce' THEN (r.payload->>'thresholdExceeded')::boolean END"
+    ),
+    "link": "CASE WHEN r.type = 'click' THEN r.payload->>'link' END",
+    "device": f"CASE WHEN {_OPEN_OR_CLICK} THEN r.payload->>'device' END",
+    "operating_system": f"CASE WHEN {_OPEN_OR_CLICK} THEN r.payload->>'operatingSystem' END",
+    "browser": f"CASE WHEN {_OPEN_OR_CLICK} THEN r.payload->>'browser' END",
+    "remote_address": f"CASE WHEN {_OPEN_OR_CLICK} THEN r.payload->>'remoteAddress' END",
+}
+# The columns the receiver sends in the batch's JSON document (validated by marshmallow).
+RECORD_COLUMNS = tuple((n, kind) for n, kind in EVENT_COLUMNS if n not in EXTRACTED_COLUMNS)
 
 
 # What the insert hands on to the recipient_status step (and, first two, to the metrics).
@@ -78,10 +103,21 @@ RECIPIENT_STATUS_STEPS = """
 )"""
 
 
-def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS):
-    """The batch statement; `status_steps` is replaceable so bench/reporting.py can price it."""
+# The batch's body digest (receiver.storage.deliveries), recorded by the same statement: the
+# row exists exactly when the events committed. ON CONFLICT: the same body stored twice at once.
+DELIVERY_STEP = """
+, delivered AS (
+    INSERT INTO deliveries (digest, events, counts) VALUES (%s, %s, %s::jsonb)
+    ON CONFLICT (digest) DO NOTHING
+)"""
+
+
+def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False):
+    """The batch statement; `status_steps` is replaceable so bench/reporting.py can price it;
+    with `delivery`, it also records the body's digest (three more parameters)."""
     names = ", ".join(name for name, _ in EVENT_COLUMNS)
-    definitions = ", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS)
+    values = ", ".join(EXTRACTED_COLUMNS.get(name, f"r.{name}") for name, _ in EVENT_COLUMNS)
+    definitions = ", ".join(f"{name} {kind}" for name, kind in RECORD_COLUMNS)
     # One statement per batch, its rows as one JSON document (built by orjson in C; binding 20
     # arrays cost more Python time than everything else together). ON CONFLICT DO NOTHING turns
     # every duplicate (retry, re-delivery, a concurrent worker) into a skipped row. The data-
@@ -89,10 +125,10 @@ def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS):
     return (
         f"WITH stored AS (\n"
         f"INSERT INTO events ({names})\n"
-        f"SELECT {names} FROM jsonb_to_recordset(%s::jsonb) AS r({definitions})\n"
+        f"SELECT {values} FROM jsonb_to_recordset(%s::jsonb) AS r({definitions})\n"
         "ON CONFLICT (client_id, type, created_at, event_key) DO NOTHING\n"
         f"RETURNING {STORED_COLUMNS}\n"
-        f"){status_steps}\n"
+        f"){status_steps}{DELIVERY_STEP if delivery else ''}\n"
         # What was stored, for the per-type counters, the event-lag histogram and the per-client
         # last-event gauges.
         "SELECT type, lag, client_id FROM stored"
@@ -100,6 +136,7 @@ def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS):
 
 
 INSERT_EVENTS = insert_events_sql()
+INSERT_EVENTS_DELIVERED = insert_events_sql(delivery=True)
 # `receiver simulate --verify`: rows per mailId of one run's client, counted by content.
 COUNT_BY_MAIL_ID = "SELECT mail_id, count(*) FROM events WHERE client_id = %s GROUP BY mail_id"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -118,11 +155,13 @@ class BatchResult:
         return cls(stored, list(rejected), {(client, kind) for kind, _, client in rows})
 
 
-def store_batch(pool, events, rejected) -> BatchResult:
+def store_batch(pool, events, rejected, delivery=None) -> BatchResult:
     """Store valid events and quarantine the rest, atomically; return what was stored.
 
     `events` are schemas.ValidatedEvent. Returns only after COMMIT: the caller's 200 must mean
-    the events are durable."""
+    the events are durable. `delivery`, (body digest, {type label: events}), is recorded with
+    the events when the whole batch is stored as events in one statement, and only then: a
+    batch with anything quarantined must take the full path when it comes again."""
     if not events and not rejected:
         return BatchResult()
     events = sort_by_key(events)
@@ -132,8 +171,15 @@ def store_batch(pool, events, rejected) -> BatchResult:
             # The common case. The pool's connections are in autocommit, so this statement is a
             # transaction of its own: execute() returns after PostgreSQL has committed it (the
             # server commits before ReadyForQuery), in one round trip instead of three.
+            if delivery is None:
+                statement, params = INSERT_EVENTS, (recordset(events),)
+            else:
+                body_digest, counts = delivery
+                statement = INSERT_EVENTS_DELIVERED
+                counts = orjson.dumps(counts).decode()
+                params = (recordset(events), body_digest, len(events), counts)
             try:
-                return BatchResult.of(conn.execute(INSERT_EVENTS, (recordset(events),)).fetchall())
+                return BatchResult.of(conn.execute(statement, params).fetchall())
             except psycopg.Error as error:
                 if not db.is_content_error(error):
                     raise

@@ -36,7 +36,8 @@ def without(field, item=None):
     return {k: v for k, v in (item or event()).items() if k != field}
 
 
-# (test id, item, what the quarantine reason must name)
+# (test id, item, what the quarantine reason must name). Only what marshmallow validates: the text
+# columns are extracted by PostgreSQL (tests/integration/ingest/test_schemas.py, "extracted").
 INVALID_EVENTS = [
     ("clientId-missing", without("clientId"), "clientId"),
     ("clientId-null", event(clientId=None), "clientId"),
@@ -73,14 +74,6 @@ INVALID_EVENTS = [
     ("type-too-long", event("x" * (schemas.MAX_TYPE_LENGTH + 1)), "type"),
     ("id-float", event(id=1.5), "id"),
     ("id-too-long", event(id="x" * (schemas.MAX_EVENT_ID_LENGTH + 1)), "id"),
-    ("recipientId-boolean", event(recipientId=False), "recipientId"),
-    ("mediaType-number", event(mediaType=1), "mediaType"),
-    ("device-number", event(device=42), "device"),
-    ("device-object", event(device={"name": "desktop"}), "device"),
-    ("browser-list", event(browser=["Firefox"]), "browser"),
-    ("link-number", event("click", link=5), "link"),
-    ("thresholdExceeded-maybe", event("bounce", thresholdExceeded="maybe"), "thresholdExceeded"),
-    ("category-number", event("bounce", category=7), "category"),
     ("not-an-object-number", 42, "not an object"),
     ("not-an-object-string", "open", "not an object"),
     ("not-an-object-null", None, "not an object"),

@@ -216,6 +216,70 @@ def test_an_integer_recipient_id_is_stored_as_text(client, query):
     assert row["payload"]["recipientId"] == 123456789005
 
 
+# --- extracted by PostgreSQL: the text columns, taken from the payload in the batch statement ----
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        (42, "42"),
+        (2.5, "2.5"),
+        (True, "true"),
+        ({"name": "desktop"}, '{"name": "desktop"}'),
+        (["Firefox", 64], '["Firefox", 64]'),
+        ("", ""),
+        (None, None),
+    ],
+    ids=["integer", "float", "boolean", "object", "list", "empty", "null"],
+)
+def test_a_text_column_given_another_json_value_stores_its_json_text(client, query, value, stored):
+    fields = ("recipientId", "mailId", "mediaType", "link", "device", "operatingSystem",
+              "browser", "remoteAddress")  # fmt: skip
+    item = event("click", id="c1", **dict.fromkeys(fields, value))
+    assert post(client, body(item)).json == {
+        "received": 1,
+        "stored": 1,
+        "duplicates": 0,
+        "quarantined": 0,
+    }
+    [row] = stored_events(query)
+    columns = ("recipient_id", "mail_id", "media_type", "link", "device", "operating_system",
+               "browser", "remote_address")  # fmt: skip
+    assert {column: row[column] for column in columns} == dict.fromkeys(columns, stored)
+    assert row["payload"] == item  # as received
+
+
+def test_bounce_text_columns_given_numbers_store_their_digits(client, query):
+    item = event("bounce", id="b1", category=7, reason=550, thresholdExceeded="yes")
+    assert post(client, body(item)).json["stored"] == 1
+    [row] = stored_events(query)
+    assert (row["category"], row["reason"], row["threshold_exceeded"]) == ("7", "550", True)
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, {"yes": True}, [True]])
+def test_a_bounce_whose_threshold_exceeded_postgresql_refuses_is_quarantined_alone(
+    client, query, value
+):
+    bad = event("bounce", id="b-bad", thresholdExceeded=value)
+    response = post(client, body(event(id="before"), bad, event(id="after")))
+    assert response.status_code == 200
+    assert response.json == {"received": 3, "stored": 2, "duplicates": 0, "quarantined": 1}
+    assert [row["event_key"] for row in stored_events(query)] == ["after", "before"]
+    [(kind, reason, content, times)] = quarantined(query)
+    assert (kind, json.loads(content), times) == ("event", bad, 1)
+    assert reason.startswith("refused by PostgreSQL:")
+    assert "boolean" in reason
+
+
+def test_a_recipient_id_too_long_for_its_index_is_quarantined_alone(client, query):
+    bad = event(id="long", recipientId="r" * 10_000 + "".join(chr(0x4E00 + i) for i in range(3000)))
+    response = post(client, body(event(id="before"), bad))
+    assert response.json == {"received": 2, "stored": 1, "duplicates": 0, "quarantined": 1}
+    [(kind, reason, content, _)] = quarantined(query)
+    assert (kind, json.loads(content)) == ("event", bad)
+    assert reason.startswith("refused by PostgreSQL:")
+
+
 def test_the_largest_bigint_client_id_is_stored(client, query):
     assert post(client, body(event(clientId=2**63 - 1), event(clientId=0))).json["stored"] == 2
     assert sorted(row["client_id"] for row in stored_events(query)) == [0, 2**63 - 1]

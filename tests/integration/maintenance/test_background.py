@@ -43,6 +43,25 @@ def test_the_background_thread_makes_the_coming_months(config, database_url):
     assert not thread.is_alive()
 
 
+def test_the_background_thread_deletes_expired_delivery_digests(config, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO deliveries (digest, events, counts, received_at) VALUES"
+            " ('\\x01', 1, '{}', now() - interval '5 days'), ('\\x02', 1, '{}', now())"
+        )
+    thread = background.start(config, interval=3600)
+
+    def digests():
+        with psycopg.connect(database_url) as conn:
+            return [bytes(d) for (d,) in conn.execute("SELECT digest FROM deliveries")]
+
+    try:
+        wait_until(lambda: digests() == [b"\x02"], timeout=20)
+    finally:
+        thread.stop.set()
+        thread.join(timeout=5)
+
+
 def test_the_background_check_survives_an_unreachable_database(config, caplog):
     unreachable = replace(config, database_url="postgresql://nobody@127.0.0.1:1/none")
     thread = background.start(unreachable, interval=3600)
