@@ -114,7 +114,7 @@ def receive_batch():
 
     # Committed. Invalid events are in quarantine with their reason, so the whole batch is
     # acknowledged: a non-200 would make the sender re-send the valid events with the poison.
-    summary = count_outcomes(valid, valid_counts, result)
+    summary = count_outcomes(valid_counts, result)
     metrics.BATCH_SIZE.observe(len(items))
     return finish("ok", 200, {"received": len(items), **summary})
 
@@ -178,7 +178,7 @@ def redelivered(events):
     return {"received": events, "stored": 0, "duplicates": events, "quarantined": 0}
 
 
-def count_outcomes(valid_events, valid, result):
+def count_outcomes(valid, result):
     """The response's counts; also feeds the per-type event metrics. `valid`: the valid events
     per type label."""
     stored = Counter(metric_type(kind) for kind, _ in result.stored)
@@ -197,7 +197,7 @@ def count_outcomes(valid_events, valid, result):
     total_stored = len(result.stored)
     return {
         "stored": total_stored,
-        "duplicates": len(valid_events) - total_stored - sum(refused.values()),
+        "duplicates": valid.total() - total_stored - sum(refused.values()),
         "quarantined": len(result.rejected),
     }
 
