@@ -57,6 +57,8 @@ class CampaignId(CheckedField):
     default_error_messages = {"invalid": "Not a whole number from 0 to 2^63-1."}
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if type(value) is int and 0 <= value <= BIGINT_MAX:  # the usual case, checked first
+            return value
         if isinstance(value, str) and _ID_DIGITS.fullmatch(value):
             value = int(value)
         if type(value) is not int or not 0 <= value <= BIGINT_MAX:
@@ -70,6 +72,8 @@ class EpochMillis(CheckedField):
     default_error_messages = {"invalid": "Not epoch milliseconds between years 1 and 9999."}
 
     def _deserialize(self, value, attr, data, **kwargs):
+        if type(value) is int and CREATED_MIN <= value <= CREATED_MAX:  # the usual case
+            return value
         if isinstance(value, str) and _MILLIS_DIGITS.fullmatch(value):
             value = int(value)
         if type(value) is not int or not CREATED_MIN <= value <= CREATED_MAX:
@@ -149,6 +153,46 @@ GENERIC_SCHEMA = EventSchema()
 SCHEMAS = dict.fromkeys(DOCUMENTED_TYPES, GENERIC_SCHEMA)
 
 
+class Column(fields.Field):
+    """One EventSchema field's values for every event of a batch, checked in one loop.
+
+    The same field object as EventSchema's, so the same rules (required, allow_none and the
+    field's own check); what this saves is marshmallow's per-field-per-event bookkeeping
+    (getter closure, `_call_and_store`, error store: ~1.9 us a field, 700 times a batch), which
+    the profile of a worker under load showed as a third of its CPU. The first invalid value
+    raises; the batch is then validated event by event with EventSchema for the reasons."""
+
+    def __init__(self, field, **kwargs):
+        super().__init__(required=True, **kwargs)
+        self.field = field
+
+    def _deserialize(self, values, attr, data, **kwargs):
+        field, check = self.field, self.field._deserialize
+        out = []
+        for value in values:
+            if value is missing:
+                if field.required:
+                    raise field.make_error("required")
+            elif value is None:
+                if not field.allow_none:
+                    raise field.make_error("null")
+            else:
+                value = check(value, attr, data)
+            out.append(value)
+        return out
+
+
+def _batch_schema():
+    """A schema of one Column per EventSchema field, keyed by the field's attribute name."""
+    columns = {name: Column(field) for name, field in GENERIC_SCHEMA.fields.items()}
+    return Schema.from_dict(columns, name="BatchColumnsSchema")()
+
+
+BATCH_SCHEMA = _batch_schema()
+# (attribute, key in the event) of every EventSchema field, in declaration order.
+_KEYS = tuple((name, field.data_key or name) for name, field in GENERIC_SCHEMA.fields.items())
+
+
 class ValidatedEvent(NamedTuple):
     """An event that passed validation: its typed fields (with `event_key`) and payload bytes."""
 
@@ -177,13 +221,13 @@ def validate_event(item) -> ValidatedEvent:
 def validate_events(items):
     """Yield (item, ValidatedEvent) or (item, exception) for each item of a batch.
 
-    Marshmallow loads the batch's objects in one call (many=True), which costs less per event
-    than a call each; a batch with any invalid event is redone event by event for the reasons."""
-    objects = [item for item in items if isinstance(item, dict)]
+    Marshmallow loads the batch as columns in one call (BATCH_SCHEMA), which costs a fraction
+    of an EventSchema load per event; a batch with any invalid event is redone event by event
+    with EventSchema for the reasons."""
     loaded = None
-    if objects and len(objects) == len(items):
+    if items and all(type(item) is dict for item in items):
         try:
-            loaded = GENERIC_SCHEMA.load(objects, many=True)
+            loaded = load_columns(items)
         except Exception:  # invalid events (or worse): redo one by one, each caught below
             loaded = None
     for index, item in enumerate(items):
@@ -191,6 +235,20 @@ def validate_events(items):
             yield item, (_complete(item, loaded[index]) if loaded else validate_event(item))
         except Exception as error:  # the caller decides what an unexpected error means
             yield item, error
+
+
+def load_columns(items) -> list[dict]:
+    """Each event's loaded fields, as EventSchema would give them, from one BATCH_SCHEMA load.
+
+    Raises ValidationError at the first invalid value (the caller then goes event by event)."""
+    columns = {name: [item.get(key, missing) for item in items] for name, key in _KEYS}
+    loaded = BATCH_SCHEMA.load(columns)
+    names = [name for name, _ in _KEYS]
+    rows = zip(*(loaded[name] for name in names))
+    # A field absent from the event is absent from its dict, as with EventSchema.
+    return [
+        {name: value for name, value in zip(names, row) if value is not missing} for row in rows
+    ]
 
 
 def _complete(item, data) -> ValidatedEvent:

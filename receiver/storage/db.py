@@ -103,7 +103,11 @@ class Watchdog:
         alarm = Alarm(target, how, time.monotonic() + max(seconds, 0.0))
         with self._cond:
             heapq.heappush(self._heap, (alarm.when, next(self._order), alarm))
-            self._cond.notify()
+            # Wake the thread only when this alarm is now the earliest: otherwise it already
+            # sleeps until an earlier deadline and finds this one then. (Waking it on every arm
+            # cost a thread switch and a GIL hand-off, three times a batch: 5% of a worker.)
+            if self._heap[0][2] is alarm:
+                self._cond.notify()
         return alarm
 
     def disarm(self, alarm) -> bool:

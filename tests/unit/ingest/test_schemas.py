@@ -150,3 +150,36 @@ def test_event_key_does_not_depend_on_key_order():
 def test_event_key_differs_when_any_single_field_differs(change):
     base = {**OPEN, "mediaTypesToAddresses": {"EMAIL": "john@example.com"}}
     assert key_of({**base, **change}) != key_of(base)
+
+
+# --- validate_events: the batch loaded as columns -----------------------------------------------
+
+ACCEPTED_VARIANTS = [
+    event("open", clientId="10180860001", created="-1000", mailingId=None, id=42),
+    event("bounce", mailingId="007", userListId=2**63 - 1, subscriptionId="0", id=""),
+    event("x" * schemas.MAX_TYPE_LENGTH, created=schemas.CREATED_MAX, id="x" * 512),
+    event("newtype", created=schemas.CREATED_MIN, unknownField=[1, 2]),
+    BOUNCE,
+    OPEN,
+] + [event(kind) for kind in DOCUMENTED_TYPES]
+
+
+def test_a_batch_loads_as_columns_exactly_as_event_by_event():
+    # The fast path (BATCH_SCHEMA, one load a batch) must give each event the same fields as
+    # EventSchema would, absent ones absent: it is what is stored.
+    assert schemas.load_columns(ACCEPTED_VARIANTS) == [
+        schemas.GENERIC_SCHEMA.load(item) for item in ACCEPTED_VARIANTS
+    ]
+
+
+@pytest.mark.parametrize(("item", "named"), INVALID_PARAMS)
+def test_one_invalid_event_fails_the_column_load_and_is_named_event_by_event(item, named):
+    if isinstance(item, dict):
+        with pytest.raises(schemas.ValidationError):
+            schemas.load_columns([*ACCEPTED_VARIANTS, item])
+    outcomes = list(schemas.validate_events([*ACCEPTED_VARIANTS, item]))
+    assert [type(outcome) for _, outcome in outcomes[:-1]] == [schemas.ValidatedEvent] * len(
+        ACCEPTED_VARIANTS
+    )
+    assert isinstance(outcomes[-1][1], schemas.InvalidEvent)
+    assert named in str(outcomes[-1][1])
