@@ -244,10 +244,11 @@ def load_columns(items) -> list[dict]:
     columns = {name: [item.get(key, missing) for item in items] for name, key in _KEYS}
     loaded = BATCH_SCHEMA.load(columns)
     names = [name for name, _ in _KEYS]
-    rows = zip(*(loaded[name] for name in names))
+    rows = zip(*(loaded[name] for name in names), strict=True)
     # A field absent from the event is absent from its dict, as with EventSchema.
     return [
-        {name: value for name, value in zip(names, row) if value is not missing} for row in rows
+        {name: value for name, value in zip(names, row, strict=True) if value is not missing}
+        for row in rows
     ]
 
 
