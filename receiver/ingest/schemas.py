@@ -132,7 +132,7 @@ class EventSchema(Schema):
 
 
 # Every documented type (the bounded label values of the per-type metrics). They share one
-# schema, so a batch is one marshmallow call (many=True), whatever its mix of types; their
+# schema, so a batch is one marshmallow call (BATCH_SCHEMA below), whatever its mix of types; their
 # other fields are kept in `payload` all the same.
 DOCUMENTED_TYPES = (
     "open",
