@@ -168,6 +168,8 @@ class Column(fields.Field):
 
     def _deserialize(self, values, attr, data, **kwargs):
         field, check = self.field, self.field._deserialize
+        # Validators declared on an EventSchema field (none today) apply here too.
+        validate = field._validate if field.validators else None
         out = []
         for value in values:
             if value is missing:
@@ -178,6 +180,8 @@ class Column(fields.Field):
                     raise field.make_error("null")
             else:
                 value = check(value, attr, data)
+                if validate:
+                    validate(value)
             out.append(value)
         return out
 

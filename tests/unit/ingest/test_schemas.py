@@ -183,3 +183,10 @@ def test_one_invalid_event_fails_the_column_load_and_is_named_event_by_event(ite
     )
     assert isinstance(outcomes[-1][1], schemas.InvalidEvent)
     assert named in str(outcomes[-1][1])
+
+
+def test_a_column_applies_the_validators_declared_on_its_field():
+    column = schemas.Column(schemas.CampaignId(validate=lambda value: value <= 5))
+    assert column.deserialize([1, "5"]) == [1, 5]
+    with pytest.raises(schemas.ValidationError):
+        column.deserialize([1, 9])
