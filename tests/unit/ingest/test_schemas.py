@@ -4,6 +4,7 @@ import hashlib
 import json
 
 import pytest
+from marshmallow import validate
 
 from receiver.ingest import jsoncodec, schemas
 
@@ -186,7 +187,7 @@ def test_one_invalid_event_fails_the_column_load_and_is_named_event_by_event(ite
 
 
 def test_a_column_applies_the_validators_declared_on_its_field():
-    column = schemas.Column(schemas.CampaignId(validate=lambda value: value <= 5))
+    column = schemas.Column(schemas.CampaignId(validate=validate.Range(max=5)))
     assert column.deserialize([1, "5"]) == [1, 5]
     with pytest.raises(schemas.ValidationError):
         column.deserialize([1, 9])
