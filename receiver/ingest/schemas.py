@@ -57,11 +57,11 @@ class CampaignId(CheckedField):
     default_error_messages = {"invalid": "Not a whole number from 0 to 2^63-1."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if type(value) is int and 0 <= value <= BIGINT_MAX:  # the usual case, checked first
-            return value
-        if isinstance(value, str) and _ID_DIGITS.fullmatch(value):
+        if type(value) is not int:  # a plain integer, the usual case, goes straight on
+            if not (isinstance(value, str) and _ID_DIGITS.fullmatch(value)):
+                raise self.make_error("invalid")
             value = int(value)
-        if type(value) is not int or not 0 <= value <= BIGINT_MAX:
+        if not 0 <= value <= BIGINT_MAX:
             raise self.make_error("invalid")
         return value
 
@@ -72,11 +72,11 @@ class EpochMillis(CheckedField):
     default_error_messages = {"invalid": "Not epoch milliseconds between years 1 and 9999."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if type(value) is int and CREATED_MIN <= value <= CREATED_MAX:  # the usual case
-            return value
-        if isinstance(value, str) and _MILLIS_DIGITS.fullmatch(value):
+        if type(value) is not int:  # a plain integer, the usual case, goes straight on
+            if not (isinstance(value, str) and _MILLIS_DIGITS.fullmatch(value)):
+                raise self.make_error("invalid")
             value = int(value)
-        if type(value) is not int or not CREATED_MIN <= value <= CREATED_MAX:
+        if not CREATED_MIN <= value <= CREATED_MAX:
             raise self.make_error("invalid")
         return value
 
@@ -195,6 +195,7 @@ def _batch_schema():
 BATCH_SCHEMA = _batch_schema()
 # (attribute, key in the event) of every EventSchema field, in declaration order.
 _KEYS = tuple((name, field.data_key or name) for name, field in GENERIC_SCHEMA.fields.items())
+_NAMES = tuple(name for name, _ in _KEYS)
 
 
 class ValidatedEvent(NamedTuple):
@@ -247,11 +248,10 @@ def load_columns(items) -> list[dict]:
     Raises ValidationError at the first invalid value (the caller then goes event by event)."""
     columns = {name: [item.get(key, missing) for item in items] for name, key in _KEYS}
     loaded = BATCH_SCHEMA.load(columns)
-    names = [name for name, _ in _KEYS]
-    rows = zip(*(loaded[name] for name in names), strict=True)
+    rows = zip(*(loaded[name] for name in _NAMES), strict=True)
     # A field absent from the event is absent from its dict, as with EventSchema.
     return [
-        {name: value for name, value in zip(names, row, strict=True) if value is not missing}
+        {name: value for name, value in zip(_NAMES, row, strict=True) if value is not missing}
         for row in rows
     ]
 
