@@ -18,12 +18,19 @@ import re
 import orjson
 
 UTF8_BOM = b"\xef\xbb\xbf"
-# Digits and dots to "1", everything else to "0": a long number is then a substring search,
-# done in C (a regex for the same costs four times orjson's whole parse).
-_NUMBER_CHARS_AS_ONES = bytes.maketrans(
-    bytes(range(256)), bytes(49 if chr(b) in "0123456789." else 48 for b in range(256))
+# The body's shape as far as numbers go: digits and dots to "1", e and E to "e", "-" as itself,
+# everything else to "0". A long number is then a substring search, and so is the only place a
+# tiny exponent can be ("e-111"), both done in C (a regex for the same costs four times orjson's
+# whole parse; a search for "e-" in the body stops at every "e" of every word).
+_NUMBER_SHAPE = bytes.maketrans(
+    bytes(range(256)),
+    bytes(
+        49 if chr(b) in "0123456789." else 101 if chr(b) in "eE" else 45 if b == 45 else 48
+        for b in range(256)
+    ),
 )
 _LONG_NUMBER = b"1" * 16
+_MAYBE_TINY_EXPONENT = b"e-111"
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 _MANTISSA, _BLANKS, _BEFORE_A_NUMBER = frozenset(b"0123456789.-"), frozenset(b" \t\r\n"), b":,["
 # A NUL escape preceded by an even number of backslashes (a literal "\\u0000" is harmless).
@@ -45,8 +52,7 @@ def decode_batch(body: bytes) -> list:
     if not body.strip():
         raise BadBody("empty body")
     try:
-        exact = has_long_number(body) or has_tiny_exponent(body)
-        document = _loads_exact(body) if exact else orjson.loads(body)
+        document = _loads_exact(body) if needs_exact_parse(body) else orjson.loads(body)
     except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
         # orjson refuses some JSON the standard parser takes (an unpaired surrogate escape in
         # one event): parse it that way, so only that event is quarantined, not the batch.
@@ -61,9 +67,16 @@ def decode_batch(body: bytes) -> list:
     raise BadBody(f"JSON body is a {type(document).__name__}, not a list of events or an event")
 
 
+def needs_exact_parse(body: bytes) -> bool:
+    """True when the body may hold a number orjson would not read exactly: a long one, or one
+    with a tiny exponent (looked for only where the body's shape allows one)."""
+    shape = body.translate(_NUMBER_SHAPE)
+    return _LONG_NUMBER in shape or (_MAYBE_TINY_EXPONENT in shape and has_tiny_exponent(body))
+
+
 def has_long_number(body: bytes) -> bool:
     """True when 16 or more digits and dots stand in a row: a number orjson may not keep."""
-    return _LONG_NUMBER in body.translate(_NUMBER_CHARS_AS_ONES)
+    return _LONG_NUMBER in body.translate(_NUMBER_SHAPE)
 
 
 def has_tiny_exponent(body: bytes) -> bool:
@@ -93,9 +106,25 @@ def _ends_a_number_token(body, exponent_at) -> bool:
 def encode(value) -> bytes:
     """Serialise for storage; raise Unstorable for what jsonb cannot hold."""
     data = _dumps(value)
-    if b"\\u0000" in data and _NUL_ESCAPE.search(data):
+    if _has_nul_escape(data):
         raise Unstorable("contains a NUL character (\\u0000), which PostgreSQL cannot store")
     return data
+
+
+def storable(items: list) -> bool:
+    """Whether encode() would take every item as it is, tested on them all in one orjson dump:
+    False for a NUL escape, and for anything orjson does not write itself (a Decimal, a long
+    integer, an unpaired surrogate, deep nesting), which encode() handles or refuses one by one."""
+    try:
+        data = orjson.dumps(items)
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+    return not _has_nul_escape(data)
+
+
+def _has_nul_escape(data: bytes) -> bool:
+    # A backslash first: one memchr, where a search for the escape stops at every digit 0.
+    return b"\\" in data and b"\\u0000" in data and _NUL_ESCAPE.search(data) is not None
 
 
 def canonical(value) -> bytes:

@@ -6,6 +6,7 @@ kept as received in `payload`, so new fields need no change here (forward compat
 unknown `type` is validated like any other event and stored.
 """
 
+import functools
 import hashlib
 import re
 from typing import NamedTuple
@@ -47,6 +48,11 @@ class CheckedField(fields.Field):
             return super().deserialize(value, attr, data, **kwargs)
         return self._deserialize(value, attr, data, **kwargs)
 
+    def accepts_all(self, values: list) -> bool:
+        """Whether `_deserialize` would return every one of these values unchanged, tested on
+        the whole list at once in C (set, min, max); False only means: check each."""
+        return False
+
 
 class CampaignId(CheckedField):
     """A non-negative id that fits bigint, as a JSON integer or a string of ASCII digits.
@@ -65,6 +71,9 @@ class CampaignId(CheckedField):
             raise self.make_error("invalid")
         return value
 
+    def accepts_all(self, values):
+        return _only(values, int) and min(values) >= 0 and max(values) <= BIGINT_MAX
+
 
 class EpochMillis(CheckedField):
     """Epoch milliseconds as a JSON integer or a string of ASCII digits (optionally signed)."""
@@ -79,6 +88,9 @@ class EpochMillis(CheckedField):
         if not CREATED_MIN <= value <= CREATED_MAX:
             raise self.make_error("invalid")
         return value
+
+    def accepts_all(self, values):
+        return _only(values, int) and min(values) >= CREATED_MIN and max(values) <= CREATED_MAX
 
 
 class Text(CheckedField):
@@ -107,6 +119,18 @@ class Text(CheckedField):
         if self.max_length is not None and len(value) > self.max_length:
             raise self.make_error("too_long", max_length=self.max_length)
         return value
+
+    def accepts_all(self, values):
+        return (
+            _only(values, str)
+            and (self.allow_empty or "" not in values)
+            and (self.max_length is None or max(map(len, values)) <= self.max_length)
+        )
+
+
+def _only(values, kind) -> bool:
+    """Whether every value is exactly of this type (a bool is no int here, as in the fields)."""
+    return set(map(type, values)) == {kind}
 
 
 class EventSchema(Schema):
@@ -154,19 +178,33 @@ SCHEMAS = dict.fromkeys(DOCUMENTED_TYPES, GENERIC_SCHEMA)
 
 
 class Column(fields.Field):
-    """One EventSchema field's values for every event of a batch, checked in one loop.
+    """One EventSchema field's values for every event of a batch, checked in one go.
 
     The same field object as EventSchema's, so the same rules (required, allow_none and the
     field's own check); what this saves is marshmallow's per-field-per-event bookkeeping
     (getter closure, `_call_and_store`, error store: ~1.9 us a field, 700 times a batch), which
-    the profile of a worker under load showed as a third of its CPU. The first invalid value
-    raises; the batch is then validated event by event with EventSchema for the reasons."""
+    the profile of a worker under load showed as a third of its CPU. A column the field accepts
+    whole (`accepts_all`: the usual batch) costs a few C calls; any other is checked value by
+    value, and the first invalid value raises (the batch is then validated event by event with
+    EventSchema, for the reasons). Absent values come out as None."""
 
     def __init__(self, field, **kwargs):
         super().__init__(required=True, **kwargs)
         self.field = field
 
     def _deserialize(self, values, attr, data, **kwargs):
+        field = self.field
+        absent, nulls = missing in values, None in values
+        if field.validators or (absent and field.required) or (nulls and not field.allow_none):
+            return self._check_each(values, attr, data)  # raises with the field's own message
+        present = values
+        if absent or nulls:
+            present = [v for v in values if v is not missing and v is not None]
+        if present and not field.accepts_all(present):
+            return self._check_each(values, attr, data)
+        return [None if v is missing else v for v in values] if absent else values
+
+    def _check_each(self, values, attr, data):
         field, check = self.field, self.field._deserialize
         # Validators declared on an EventSchema field (none today) apply here too.
         validate = field._validate if field.validators else None
@@ -175,6 +213,7 @@ class Column(fields.Field):
             if value is missing:
                 if field.required:
                     raise field.make_error("required")
+                value = None
             elif value is None:
                 if not field.allow_none:
                     raise field.make_error("null")
@@ -195,22 +234,76 @@ def _batch_schema():
 BATCH_SCHEMA = _batch_schema()
 # (attribute, key in the event) of every EventSchema field, in declaration order.
 _KEYS = tuple((name, field.data_key or name) for name, field in GENERIC_SCHEMA.fields.items())
-_NAMES = tuple(name for name, _ in _KEYS)
 
 
 class ValidatedEvent(NamedTuple):
-    """An event that passed validation: its typed fields (with `event_key`) and payload bytes."""
+    """An event that passed validation, laid out as its array in the batch statement's
+    document (receiver.storage.events.RECORD, in this order).
 
-    fields: dict
-    payload: bytes
+    `payload` is the event as received: its serialised and checked bytes when validated on its
+    own, or the parsed object itself when the whole batch was checked at once (orjson then
+    writes it straight into the batch's document)."""
+
+    event_key: str
+    event_id: str | None
+    client_id: int
+    type: str
+    created: int  # epoch milliseconds (PostgreSQL makes them created_at)
+    mailing_id: int | None
+    user_list_id: int | None
+    subscription_id: int | None
+    payload: bytes | dict
 
     @property
-    def type(self) -> str:
-        return self.fields["type"]
+    def content(self) -> bytes:
+        """The event as JSON bytes (what the quarantine keeps if PostgreSQL refuses it)."""
+        return self.payload if type(self.payload) is bytes else jsoncodec.encode(self.payload)
+
+
+# A ValidatedEvent from a tuple of its fields, in C (a NamedTuple's own __new__ is Python).
+_as_event = functools.partial(tuple.__new__, ValidatedEvent)
 
 
 class InvalidEvent(ValueError):
     """An item that cannot be stored as an event; the message is the quarantine reason."""
+
+
+def validate_batch(items) -> list[ValidatedEvent] | None:
+    """Every item as a ValidatedEvent, from one marshmallow load of the batch as columns; None
+    when any item is invalid or cannot be stored as parsed (validate_events then says which).
+
+    The usual batch, so everything per event here is done in C where it can be: the columns
+    are checked whole (Column), the events built by zip, their payloads checked by one dump."""
+    if not items or any(type(item) is not dict for item in items):
+        return None
+    if not jsoncodec.storable(items):
+        return None
+    try:
+        columns = load_columns(items)
+    except ValidationError:
+        return None
+    ids = columns["event_id"]
+    keys = [event_id or content_key(item) for event_id, item in zip(ids, items, strict=True)]
+    rows = zip(
+        keys,
+        ids,
+        columns["client_id"],
+        columns["type"],
+        columns["created"],
+        columns["mailing_id"],
+        columns["user_list_id"],
+        columns["subscription_id"],
+        items,
+        strict=True,
+    )
+    return list(map(_as_event, rows))
+
+
+def load_columns(items) -> dict[str, list]:
+    """{EventSchema field name: its loaded value for each event, None where absent}, from one
+    BATCH_SCHEMA load. Raises ValidationError at the first invalid value."""
+    columns = {name: [item.get(key, missing) for item in items] for name, key in _KEYS}
+    return BATCH_SCHEMA.load(columns)
 
 
 def validate_event(item) -> ValidatedEvent:
@@ -218,61 +311,47 @@ def validate_event(item) -> ValidatedEvent:
     if not isinstance(item, dict):
         raise InvalidEvent(f"event is a JSON {_json_kind(item)}, not an object")
     try:
-        return _complete(item, GENERIC_SCHEMA.load(item))
+        data = GENERIC_SCHEMA.load(item)
     except ValidationError as error:
         raise InvalidEvent(_describe(error.messages)) from None
+    try:
+        payload = jsoncodec.encode(item)
+        key = event_key(item, data.get("event_id"))
+    except jsoncodec.Unstorable as error:
+        raise InvalidEvent(str(error)) from None
+    return ValidatedEvent(
+        key,
+        data.get("event_id"),
+        data["client_id"],
+        data["type"],
+        data["created"],
+        data.get("mailing_id"),
+        data.get("user_list_id"),
+        data.get("subscription_id"),
+        payload,
+    )
 
 
 def validate_events(items):
-    """Yield (item, ValidatedEvent) or (item, exception) for each item of a batch.
-
-    Marshmallow loads the batch as columns in one call (BATCH_SCHEMA), which costs a fraction
-    of an EventSchema load per event; a batch with any invalid event is redone event by event
-    with EventSchema for the reasons."""
-    loaded = None
-    if items and all(type(item) is dict for item in items):
+    """Yield (item, ValidatedEvent) or (item, exception) for each item, one by one (the path of a
+    batch validate_batch did not take whole: each event's own outcome and reason)."""
+    for item in items:
         try:
-            loaded = load_columns(items)
-        except Exception:  # invalid events (or worse): redo one by one, each caught below
-            loaded = None
-    for index, item in enumerate(items):
-        try:
-            yield item, (_complete(item, loaded[index]) if loaded else validate_event(item))
+            yield item, validate_event(item)
         except Exception as error:  # the caller decides what an unexpected error means
             yield item, error
 
 
-def load_columns(items) -> list[dict]:
-    """Each event's loaded fields, as EventSchema would give them, from one BATCH_SCHEMA load.
-
-    Raises ValidationError at the first invalid value (the caller then goes event by event)."""
-    columns = {name: [item.get(key, missing) for item in items] for name, key in _KEYS}
-    loaded = BATCH_SCHEMA.load(columns)
-    rows = zip(*(loaded[name] for name in _NAMES), strict=True)
-    # A field absent from the event is absent from its dict, as with EventSchema.
-    return [
-        {name: value for name, value in zip(_NAMES, row, strict=True) if value is not missing}
-        for row in rows
-    ]
-
-
-def _complete(item, data) -> ValidatedEvent:
-    """Add what the schema does not compute: the stored payload and the idempotency key."""
-    try:
-        payload = jsoncodec.encode(item)
-        data["event_key"] = event_key(item, data)
-    except jsoncodec.Unstorable as error:
-        raise InvalidEvent(str(error)) from None
-    return ValidatedEvent(data, payload)
-
-
-def event_key(item: dict, data: dict) -> str:
+def event_key(item: dict, event_id: str | None) -> str:
     """The idempotency key: Campaign's `id`, or a digest of the event's canonical content.
 
     Events without an id (the documented opens have none) are identified by everything they
     say, so a re-delivery maps to the same key and two events differing in any field never do."""
-    if data.get("event_id"):
-        return data["event_id"]
+    return event_id or content_key(item)
+
+
+def content_key(item: dict) -> str:
+    """The key of an event without an id: SHA-256 of its key-sorted compact JSON."""
     return "sha256:" + hashlib.sha256(jsoncodec.canonical(item)).hexdigest()
 
 

@@ -351,3 +351,22 @@ def test_events_differing_beyond_double_precision_get_different_keys():
         for n in (b"0.1", b"0.10000000000000000001")
     )
     assert canonical(first) != canonical(second)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[1e-400]",
+        b"[3E-324]",
+        b'{"a": -2.5e-308}',
+        b'{"a": [1, 2e-1234]}',
+        b'["0a673102-178d27b2c8c-178d2cac0e4-c7420699923845e-178"]',
+        b'{"id": "x45e-178d", "n": 1e-5}',
+        b'{"version": "1.2e-1.1"}',
+        b"[1234567890123456]",
+        b'[1617108575391, 10180860001, "0.0.0.0", "Firefox 64.1", "e-mail"]',
+    ],
+)
+def test_the_shape_precheck_selects_the_exact_parser_exactly_when_the_full_checks_do(body):
+    expected = jsoncodec.has_long_number(body) or jsoncodec.has_tiny_exponent(body)
+    assert jsoncodec.needs_exact_parse(body) is expected

@@ -1,7 +1,9 @@
 """Event validation (receiver.ingest.schemas): schema_for, validate_event and event_key."""
 
+import decimal
 import hashlib
 import json
+from unittest import mock
 
 import pytest
 from marshmallow import validate
@@ -20,8 +22,7 @@ from support.events import (
 
 
 def key_of(item) -> str:
-    data, _ = schemas.validate_event(item)
-    return data["event_key"]
+    return schemas.validate_event(item).event_key
 
 
 # --- schema_for ---------------------------------------------------------------------------------
@@ -50,8 +51,8 @@ def test_one_schema_validates_only_acceptance_and_identity():
 
 
 def test_validate_event_extracts_the_typed_fields_of_the_bounce_sample():
-    data, payload = schemas.validate_event(BOUNCE)
-    assert data == {
+    validated = schemas.validate_event(BOUNCE)
+    assert validated._asdict() == {
         "type": "bounce",
         "event_id": BOUNCE["id"],
         "event_key": BOUNCE["id"],
@@ -60,8 +61,10 @@ def test_validate_event_extracts_the_typed_fields_of_the_bounce_sample():
         "mailing_id": 10230355206,
         "user_list_id": 10180860004,
         "subscription_id": 10227900201,
+        "payload": validated.payload,
     }
-    assert json.loads(payload) == BOUNCE
+    assert type(validated.payload) is bytes
+    assert json.loads(validated.payload) == BOUNCE
 
 
 @pytest.mark.parametrize(
@@ -84,10 +87,10 @@ def test_validate_event_extracts_the_typed_fields_of_the_bounce_sample():
     ],
 )
 def test_validate_event_accepts_and_normalises(field, value, column, expected):
-    data, payload = schemas.validate_event(event("open", **{field: value}))
-    assert data[column] == expected
-    assert type(data[column]) is type(expected)
-    assert json.loads(payload)[field] == value  # the payload keeps what was sent
+    validated = schemas.validate_event(event("open", **{field: value}))
+    assert getattr(validated, column) == expected
+    assert type(getattr(validated, column)) is type(expected)
+    assert json.loads(validated.payload)[field] == value  # the payload keeps what was sent
 
 
 @pytest.mark.parametrize(("item", "named"), INVALID_PARAMS)
@@ -101,18 +104,16 @@ def test_validate_event_refuses_invalid_values_naming_the_field(item, named):
 def test_text_fields_are_not_validated_here(value):
     # PostgreSQL extracts them from the payload: tests/integration/ingest/test_schemas.py.
     item = event("click", device=value, link=value, recipientId=value, mailId=value)
-    data, payload = schemas.validate_event(item)
-    assert {"device", "link", "recipient_id", "mail_id"}.isdisjoint(data)
-    assert json.loads(payload) == item
+    assert json.loads(schemas.validate_event(item).payload) == item
+    assert schemas.validate_batch([item])[0].payload == item
 
 
 def test_unknown_fields_do_not_reach_the_typed_fields_but_stay_in_the_payload():
     item = event("sent", device="desktop", newField={"nested": [1, 2]}, link="https://x.test/")
-    data, payload = schemas.validate_event(item)
-    assert "device" not in data
-    assert "link" not in data
-    assert "newField" not in data
-    assert json.loads(payload) == item
+    validated = schemas.validate_event(item)
+    assert "desktop" not in validated[:-1]
+    assert "https://x.test/" not in validated[:-1]
+    assert json.loads(validated.payload) == item
 
 
 # --- event_key ----------------------------------------------------------------------------------
@@ -153,37 +154,108 @@ def test_event_key_differs_when_any_single_field_differs(change):
     assert key_of({**base, **change}) != key_of(base)
 
 
-# --- validate_events: the batch loaded as columns -----------------------------------------------
+# --- validate_batch: the batch loaded as columns -----------------------------------------------
 
 ACCEPTED_VARIANTS = [
     event("open", clientId="10180860001", created="-1000", mailingId=None, id=42),
     event("bounce", mailingId="007", userListId=2**63 - 1, subscriptionId="0", id=""),
     event("x" * schemas.MAX_TYPE_LENGTH, created=schemas.CREATED_MAX, id="x" * 512),
     event("newtype", created=schemas.CREATED_MIN, unknownField=[1, 2]),
+    event("sent", id=None, subscriptionId=None),
     BOUNCE,
     OPEN,
 ] + [event(kind) for kind in DOCUMENTED_TYPES]
 
 
-def test_a_batch_loads_as_columns_exactly_as_event_by_event():
-    # The fast path (BATCH_SCHEMA, one load a batch) must give each event the same fields as
-    # EventSchema would, absent ones absent: it is what is stored.
-    assert schemas.load_columns(ACCEPTED_VARIANTS) == [
-        schemas.GENERIC_SCHEMA.load(item) for item in ACCEPTED_VARIANTS
-    ]
+def as_bytes(events):
+    return [validated._replace(payload=validated.content) for validated in events]
+
+
+@pytest.mark.parametrize("count", [1, 2, len(ACCEPTED_VARIANTS)])
+def test_a_batch_validates_as_columns_exactly_as_event_by_event(count):
+    # The fast path (BATCH_SCHEMA, one load a batch) must give each event the same fields and
+    # key as EventSchema would: it is what is stored. Its payloads are the parsed events.
+    items = ACCEPTED_VARIANTS[-count:]
+    batch = schemas.validate_batch(items)
+    assert [validated.payload for validated in batch] == items
+    assert as_bytes(batch) == [schemas.validate_event(item) for item in items]
+
+
+def test_a_batch_of_plain_values_takes_the_whole_column_check():
+    # The usual batch (integers, strings, ids absent or present) never checks value by value.
+    items = [OPEN, BOUNCE, event("sent", mailingId=None)]
+    with mock.patch.object(schemas.Column, "_check_each", side_effect=AssertionError):
+        assert len(schemas.validate_batch(items)) == 3
 
 
 @pytest.mark.parametrize(("item", "named"), INVALID_PARAMS)
-def test_one_invalid_event_fails_the_column_load_and_is_named_event_by_event(item, named):
+def test_one_invalid_event_fails_the_batch_and_is_named_event_by_event(item, named):
     if isinstance(item, dict):
         with pytest.raises(schemas.ValidationError):
             schemas.load_columns([*ACCEPTED_VARIANTS, item])
+    assert schemas.validate_batch([*ACCEPTED_VARIANTS, item]) is None
     outcomes = list(schemas.validate_events([*ACCEPTED_VARIANTS, item]))
     assert [type(outcome) for _, outcome in outcomes[:-1]] == [schemas.ValidatedEvent] * len(
         ACCEPTED_VARIANTS
     )
     assert isinstance(outcomes[-1][1], schemas.InvalidEvent)
     assert named in str(outcomes[-1][1])
+
+
+@pytest.mark.parametrize(
+    "unstorable",
+    [
+        event("open", note="a\x00b"),
+        event("open", amount=decimal.Decimal("0.10000000000000000001")),
+        event("open", big=2**70),
+        event("open", text="\ud800"),
+    ],
+    ids=["nul", "decimal", "long-integer", "surrogate"],
+)
+def test_a_batch_with_a_payload_orjson_cannot_store_as_parsed_goes_event_by_event(unstorable):
+    # Stored exactly (a Decimal, a long integer) or refused with its reason, one by one.
+    assert schemas.validate_batch([OPEN, unstorable]) is None
+    assert type(schemas.validate_event(OPEN).payload) is bytes
+
+
+@pytest.mark.parametrize(
+    ("field", "values"),
+    [
+        (schemas.CampaignId(), [1, True]),
+        (schemas.CampaignId(), [1, -1]),
+        (schemas.CampaignId(), [1, 2**63]),
+        (schemas.CampaignId(), [1, 1.0]),
+        (schemas.CampaignId(required=True), [1, schemas.missing]),
+        (schemas.CampaignId(), [1, None]),
+        (schemas.EpochMillis(), [0, schemas.CREATED_MAX + 1]),
+        (schemas.EpochMillis(), [0, schemas.CREATED_MIN - 1]),
+        (schemas.Text(allow_empty=False, allow_none=False), ["a", ""]),
+        (schemas.Text(allow_none=False), ["a", None]),
+        (schemas.Text(max_length=3), ["abc", "abcd"]),
+        (schemas.Text(), ["a", 1]),
+    ],
+)
+def test_a_column_refuses_what_its_field_refuses(field, values):
+    with pytest.raises(schemas.ValidationError):
+        schemas.Column(field).deserialize(values)
+    with pytest.raises(schemas.ValidationError):
+        for value in values:
+            field.deserialize(value)
+
+
+@pytest.mark.parametrize(
+    ("field", "values", "expected"),
+    [
+        (schemas.CampaignId(allow_none=True), [1, None, schemas.missing], [1, None, None]),
+        (schemas.CampaignId(), ["7", 8], [7, 8]),
+        (schemas.CampaignId(), [0, 2**63 - 1], [0, 2**63 - 1]),
+        (schemas.Text(numbers=True, max_length=3), [None, 42, "abc"], [None, "42", "abc"]),
+        (schemas.Text(), [schemas.missing] * 2, [None, None]),
+        (schemas.EpochMillis(), [schemas.CREATED_MIN, "-1"], [schemas.CREATED_MIN, -1]),
+    ],
+)
+def test_a_column_loads_what_its_field_loads(field, values, expected):
+    assert schemas.Column(field).deserialize(values) == expected
 
 
 def test_a_column_applies_the_validators_declared_on_its_field():

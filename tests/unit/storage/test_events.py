@@ -1,0 +1,28 @@
+"""The batch statement's document layout (receiver.storage.events.RECORD)."""
+
+from receiver.ingest import schemas
+from receiver.storage import events
+
+
+def test_the_document_holds_each_event_as_validated_in_record_order():
+    # Position by position, the array orjson writes for a ValidatedEvent is what RECORD reads.
+    names = [name for name, _ in events.RECORD]
+    assert names == [
+        "created_at" if field == "created" else field for field in schemas.ValidatedEvent._fields
+    ]
+    for position, (_, expression) in enumerate(events.RECORD):
+        assert f"e->{position}" in expression or f"e->>{position}" in expression
+
+
+def test_every_column_is_either_in_the_document_or_extracted_from_the_payload():
+    names = {name for name, _ in events.RECORD}
+    assert names.isdisjoint(events.EXTRACTED_COLUMNS)
+    assert names | set(events.EXTRACTED_COLUMNS) == {name for name, _ in events.EVENT_COLUMNS}
+
+
+def test_an_event_is_one_array_its_checked_payload_embedded_as_is():
+    validated = schemas.validate_event({"type": "open", "clientId": 1, "created": 5, "id": "k"})
+    assert events.recordset([validated]) == (
+        '[["k","k",1,"open",5,null,null,null,{"type":"open","clientId":1,"created":5,"id":"k"}]]'
+    )
+    assert events.recordset(schemas.validate_batch([{"type": "open", "clientId": 1, "created": 5}]))
