@@ -25,6 +25,7 @@ bp = Blueprint("webhook", __name__)
 logger = logging.getLogger("receiver.webhook")
 
 EVENT_TYPE = operator.attrgetter("type")
+EVENT_OUTCOMES = ("stored", "duplicate", "quarantined")
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="receiver", charset="UTF-8"'}
 
 
@@ -192,10 +193,16 @@ def count_outcomes(valid, result):
     refused = Counter(
         metric_type(item.event_type) for item in result.rejected if item.after_validation
     )
-    for label in valid.keys() | quarantined.keys():
-        metrics.EVENTS.labels(label, "stored").inc(stored[label])
-        metrics.EVENTS.labels(label, "duplicate").inc(valid[label] - stored[label] - refused[label])
-        metrics.EVENTS.labels(label, "quarantined").inc(quarantined[label])
+    duplicates = valid - stored - refused  # Counter subtraction keeps the positive counts
+    for outcome, counts in (
+        ("stored", stored),
+        ("duplicate", duplicates),
+        ("quarantined", quarantined),
+    ):
+        for label, count in counts.items():
+            # Zeros skipped: every series exists from the start (init_app), and each increment
+            # is a locked write to the worker's metrics file.
+            metrics.EVENTS.labels(label, outcome).inc(count)
     metrics.observe_many(metrics.EVENT_LAG_SECONDS, [max(lag, 0.0) for _, lag in result.stored])
     if result.stored:
         metrics.LAST_STORED.set_to_current_time()
@@ -244,3 +251,8 @@ def finish(outcome, status, body, headers=None):
 
 def init_app(app):
     app.register_blueprint(bp)
+    # Every event series at 0 from the start, so that a rate() over the first events is right
+    # and an outcome never seen yet (no quarantine so far) is a 0, not a missing series.
+    for label in (*schemas.DOCUMENTED_TYPES, "other"):
+        for outcome in EVENT_OUTCOMES:
+            metrics.EVENTS.labels(label, outcome)

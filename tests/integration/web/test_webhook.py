@@ -6,6 +6,7 @@ import time
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
 from receiver.storage import db
 
@@ -180,3 +181,12 @@ def test_size_limit_is_exact(make_client, size, status):
     document = body(event(id="edge"))
     padded = document + b" " * (size - len(document))  # trailing blanks are valid JSON
     assert post(client, padded).status_code == status
+
+
+def test_every_event_series_exists_before_its_first_event(client):
+    # A rate() over the first events of a type, or over a first quarantine, needs the series
+    # at 0 before them (and the webhook increments only what a batch changed).
+    for kind in ("filteredbyblocklist", "archived", "other"):
+        for outcome in ("stored", "duplicate", "quarantined"):
+            labels = {"type": kind, "outcome": outcome}
+            assert REGISTRY.get_sample_value("receiver_events_total", labels) is not None
