@@ -148,8 +148,8 @@ def replay_row(conn, row_id, dry_run=False) -> RowReplay | None:
         for item in refused:
             outcome.failures.append((evaluation.positions.get(item.content), item.reason))
         outcome.failures.sort(key=lambda failure: failure[0] or 0)
-        outcome.stored = len(stored)
-        outcome.duplicates = len(evaluation.events) - len(stored) - len(refused)
+        outcome.stored = events.count_stored(stored)
+        outcome.duplicates = len(evaluation.events) - outcome.stored - len(refused)
         if outcome.resolved:
             quarantine.resolve_row(conn, row_id, outcome.resolution())
         else:

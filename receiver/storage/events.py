@@ -8,6 +8,7 @@ re-delivered event keeps its `created`, so it meets its first copy in the same p
 """
 
 import operator
+from collections import Counter
 from dataclasses import dataclass, field
 
 import orjson
@@ -156,8 +157,8 @@ def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False):
         f"RETURNING {STORED_COLUMNS}\n"
         f"){status_steps}{DELIVERY_STEP if delivery else ''}\n"
         # What was stored, for the per-type counters, the event-lag histogram and the per-client
-        # last-event gauges.
-        "SELECT type, lag, client_id FROM stored"
+        # last-event gauges: one row per type and client (a handful, not 100).
+        "SELECT type, client_id, array_agg(lag) FROM stored GROUP BY type, client_id"
     )
 
 
@@ -172,15 +173,32 @@ INSERT_ORDER = operator.attrgetter("client_id", "type", "created", "event_key")
 
 @dataclass
 class BatchResult:
-    stored: list = field(default_factory=list)  # (type, lag seconds) of each stored event
+    groups: list = field(default_factory=list)  # (type, client_id, [lag seconds]) stored
     rejected: list = field(default_factory=list)  # Rejected, quarantined in this transaction
-    clients: set = field(default_factory=set)  # (client_id, type) of the stored events
 
-    @classmethod
-    def of(cls, rows, rejected=()):
-        """From the statement's (type, lag, client_id) rows."""
-        stored = [(kind, lag) for kind, lag, _ in rows]
-        return cls(stored, list(rejected), {(client, kind) for kind, _, client in rows})
+    @property
+    def stored(self) -> int:
+        """How many events were stored."""
+        return count_stored(self.groups)
+
+    def stored_by_type(self) -> Counter:
+        counts = Counter()
+        for kind, _, lags in self.groups:
+            counts[kind] += len(lags)
+        return counts
+
+    def lags(self) -> list:
+        """Receive time minus `created` of each stored event, in seconds."""
+        return [lag for _, _, lags in self.groups for lag in lags]
+
+    def clients(self) -> set:
+        """(client_id, type) of the stored events."""
+        return {(client, kind) for kind, client, _ in self.groups}
+
+
+def count_stored(groups) -> int:
+    """Events stored, from the batch statement's (type, client_id, lags) rows."""
+    return sum(len(lags) for _, _, lags in groups)
 
 
 def store_batch(pool, events, rejected, delivery=None) -> BatchResult:
@@ -207,27 +225,27 @@ def store_batch(pool, events, rejected, delivery=None) -> BatchResult:
                 counts = orjson.dumps(counts).decode()
                 params = (recordset(events), body_digest, len(events), counts)
             try:
-                return BatchResult.of(conn.execute(statement, params).fetchall())
+                return BatchResult(conn.execute(statement, params).fetchall())
             except psycopg.Error as error:
                 if not db.is_content_error(error):
                     raise
                 # Nothing was committed; the transaction below redoes it event by event.
         with conn.transaction():
             stored, refused = insert_events(conn, events, presorted=True)
-            result = BatchResult.of(stored, [*rejected, *refused])
+            result = BatchResult(stored, [*rejected, *refused])
             quarantine.keep(conn, result.rejected)
         return result
 
     result = db.run_on_connection(pool, write)
     # Here rather than in the web layer: only this path knows each stored event's client.
-    metrics.observe_stored_clients(result.clients)
+    metrics.observe_stored_clients(result.clients())
     return result
 
 
 def insert_events(conn, events, presorted=False) -> tuple[list, list]:
     """Insert events inside the caller's transaction: (stored rows, Rejected for the refused).
 
-    A stored row is (type, lag seconds, client_id); recipient_status follows in the statement.
+    A stored row is (type, client_id, [lag seconds]); recipient_status follows in the statement.
 
     All in one statement; if PostgreSQL refuses a value that passed validation (rare), event by
     event under savepoints, so that one poison event cannot hold back the other 99."""

@@ -187,7 +187,7 @@ def redelivered(events):
 def count_outcomes(valid, result):
     """The response's counts; also feeds the per-type event metrics. `valid`: the valid events
     per type label."""
-    stored = count_by_label(kind for kind, _ in result.stored)
+    stored = count_by_label(result.stored_by_type())
     quarantined = Counter(metric_type(item.event_type) for item in result.rejected)
     # Events PostgreSQL refused after validation are quarantined, not duplicates.
     refused = Counter(
@@ -203,10 +203,10 @@ def count_outcomes(valid, result):
             # Zeros skipped: every series exists from the start (init_app), and each increment
             # is a locked write to the worker's metrics file.
             metrics.EVENTS.labels(label, outcome).inc(count)
-    metrics.observe_many(metrics.EVENT_LAG_SECONDS, [max(lag, 0.0) for _, lag in result.stored])
+    metrics.observe_many(metrics.EVENT_LAG_SECONDS, [max(lag, 0.0) for lag in result.lags()])
     if result.stored:
         metrics.LAST_STORED.set_to_current_time()
-    total_stored = len(result.stored)
+    total_stored = result.stored
     return {
         "stored": total_stored,
         "duplicates": valid.total() - total_stored - sum(refused.values()),
@@ -215,8 +215,8 @@ def count_outcomes(valid, result):
 
 
 def count_by_label(kinds) -> Counter:
-    """How many of each metric label among these event types (counted first, then labelled:
-    a batch has a handful of distinct types and a hundred events)."""
+    """How many of each metric label among these event types, or {type: count} (counted
+    first, then labelled: a batch has a handful of distinct types and a hundred events)."""
     labels = Counter()
     for kind, count in Counter(kinds).items():
         labels[metric_type(kind)] += count

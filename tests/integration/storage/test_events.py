@@ -50,7 +50,7 @@ def test_same_batch_from_eight_writers_is_stored_once(pool, query):
     # Half the events carry an id, half are keyed by their content (like the documented opens).
     items = [event(id=f"ev-{i}") if i % 2 else event(mailingId=i) for i in range(100)]
     results = run_concurrently(8, lambda _: events.store_batch(pool, validated(*items), []))
-    assert sum(len(r.stored) for r in results) == 100
+    assert sum(r.stored for r in results) == 100
     assert query("SELECT count(*), count(DISTINCT event_key) FROM events") == [(100, 100)]
 
 
@@ -62,7 +62,7 @@ def test_overlapping_batches_in_different_orders_do_not_deadlock(pool, query):
         return events.store_batch(pool, validated(*batch), [])
 
     results = run_concurrently(8, shuffled_batch)
-    stored = sum(len(r.stored) for r in results)
+    stored = sum(r.stored for r in results)
     assert stored == query("SELECT count(*) FROM events")[0][0]
     assert query("SELECT count(*) = count(DISTINCT event_key) FROM events") == [(True,)]
 
