@@ -71,7 +71,7 @@ def needs_exact_parse(body: bytes) -> bool:
     """True when the body may hold a number orjson would not read exactly: a long one, or one
     with a tiny exponent (looked for only where the body's shape allows one)."""
     shape = body.translate(_NUMBER_SHAPE)
-    return _LONG_NUMBER in shape or (_MAYBE_TINY_EXPONENT in shape and has_tiny_exponent(body))
+    return _LONG_NUMBER in shape or has_tiny_exponent(body, shape)
 
 
 def has_long_number(body: bytes) -> bool:
@@ -79,14 +79,18 @@ def has_long_number(body: bytes) -> bool:
     return _LONG_NUMBER in body.translate(_NUMBER_SHAPE)
 
 
-def has_tiny_exponent(body: bytes) -> bool:
-    """True when a number in the body has a negative exponent of three digits or more."""
-    for marker in (b"e-", b"E-"):
-        at = body.find(marker)
-        while at != -1:
-            if body[at + 2 : at + 5].isdigit() and _ends_a_number_token(body, at):
-                return True
-            at = body.find(marker, at + 2)
+def has_tiny_exponent(body: bytes, shape: bytes | None = None) -> bool:
+    """True when a number in the body has a negative exponent of three digits or more.
+
+    Looked for where the body's shape (same length, same positions) reads "e-111": only there
+    can an "e-" or "E-" be followed by three digits."""
+    if shape is None:
+        shape = body.translate(_NUMBER_SHAPE)
+    at = shape.find(_MAYBE_TINY_EXPONENT)
+    while at != -1:
+        if body[at + 2 : at + 5].isdigit() and _ends_a_number_token(body, at):
+            return True
+        at = shape.find(_MAYBE_TINY_EXPONENT, at + 2)
     return False
 
 
