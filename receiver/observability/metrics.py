@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 
 logger = logging.getLogger("receiver.metrics")
 
@@ -120,6 +121,7 @@ CLIENT_LAST_STORED = Gauge(
 )
 MAX_CLIENT_SERIES = 50
 _clients_seen = set()
+_client_gauges = {}  # (client_id, kind): its CLIENT_LAST_STORED child
 POOL_CONNECTIONS = Gauge(
     f"{PREFIX}_pool_connections",
     "Database connections of the workers' pools, by state (in_use, idle, waiting requests).",
@@ -159,12 +161,17 @@ def observe_pool(pool):
 
 def observe_stored_clients(pairs):
     """Set the per-client gauges for one batch's stored (client_id, type) pairs."""
+    now = time.time()
     for client, kind in {(client, "sent" if kind == "sent" else "other") for client, kind in pairs}:
-        if client not in _clients_seen:
-            if len(_clients_seen) >= MAX_CLIENT_SERIES:
-                continue  # a flood of made-up client ids must not flood Prometheus
-            _clients_seen.add(client)
-        CLIENT_LAST_STORED.labels(str(client), kind).set_to_current_time()
+        gauge = _client_gauges.get((client, kind))
+        if gauge is None:
+            if client not in _clients_seen:
+                if len(_clients_seen) >= MAX_CLIENT_SERIES:
+                    continue  # a flood of made-up client ids must not flood Prometheus
+                _clients_seen.add(client)
+            # Kept: labels() validates and looks the child up under a lock, every batch.
+            gauge = _client_gauges[(client, kind)] = CLIENT_LAST_STORED.labels(str(client), kind)
+        gauge.set(now)
 
 
 def render_metrics():

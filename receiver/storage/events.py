@@ -284,20 +284,18 @@ def sort_by_key(events):
 
 def recordset(events) -> str:
     """The batch's JSON document: one array per event, its payload embedded as received."""
+    rows = list(map(tuple, events))  # orjson writes tuples itself; a NamedTuple needs a call
     try:
-        return orjson.dumps(events, default=_as_json).decode()
+        return orjson.dumps(rows, default=_as_json).decode()
     except orjson.JSONEncodeError:
         # A parsed payload within orjson's nesting limit on its own but not two levels deeper,
         # inside the document: each payload serialised alone, then embedded as bytes.
-        events = [event._replace(payload=event.content) for event in events]
-        return orjson.dumps(events, default=_as_json).decode()
+        rows = [(*event[:-1], event.content) for event in events]
+        return orjson.dumps(rows, default=_as_json).decode()
 
 
 def _as_json(value):
-    """What orjson does not write itself: an event (a NamedTuple) as an array, a payload's
-    bytes (serialised and checked at validation) as they are."""
+    """A payload's bytes (serialised and checked at validation) as they are."""
     if type(value) is bytes:
         return orjson.Fragment(value)
-    if isinstance(value, tuple):
-        return tuple(value)
     raise TypeError

@@ -1,7 +1,8 @@
-"""metrics.observe_many: the same histogram as one observe() per amount."""
+"""receiver.observability.metrics: observe_many (the same histogram as one observe() per
+amount) and the per-client gauges."""
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
 from receiver.observability import metrics
 
@@ -34,3 +35,31 @@ def test_observe_many_refuses_a_labelled_parent_like_observe():
         labelled.observe(1)
     with pytest.raises(ValueError):
         metrics.observe_many(labelled, [1])
+
+
+def client_gauge(client, kind):
+    return REGISTRY.get_sample_value(
+        "receiver_client_last_stored_timestamp_seconds", {"client_id": str(client), "kind": kind}
+    )
+
+
+def test_stored_clients_set_their_gauge_by_kind_each_batch(monkeypatch):
+    monkeypatch.setattr(metrics, "_clients_seen", set())
+    monkeypatch.setattr(metrics, "_client_gauges", {})
+    monkeypatch.setattr(metrics.time, "time", lambda: 1000.0)
+    metrics.observe_stored_clients({(71, "sent"), (71, "open"), (71, "click"), (72, "bounce")})
+    assert (client_gauge(71, "sent"), client_gauge(71, "other")) == (1000.0, 1000.0)
+    assert (client_gauge(72, "sent"), client_gauge(72, "other")) == (None, 1000.0)
+    monkeypatch.setattr(metrics.time, "time", lambda: 2000.0)
+    metrics.observe_stored_clients({(71, "sent")})  # a later batch moves the gauge it touches
+    assert (client_gauge(71, "sent"), client_gauge(71, "other")) == (2000.0, 1000.0)
+
+
+def test_made_up_client_ids_stop_at_the_series_cap(monkeypatch):
+    monkeypatch.setattr(metrics, "_clients_seen", set())
+    monkeypatch.setattr(metrics, "_client_gauges", {})
+    flood = {(900_000 + n, "open") for n in range(metrics.MAX_CLIENT_SERIES + 5)}
+    metrics.observe_stored_clients(flood)
+    assert len(metrics._clients_seen) == metrics.MAX_CLIENT_SERIES
+    kept = sum(client_gauge(client, "other") is not None for client, _ in flood)
+    assert kept == metrics.MAX_CLIENT_SERIES
