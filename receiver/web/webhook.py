@@ -194,11 +194,7 @@ def count_outcomes(valid, result):
         metric_type(item.event_type) for item in result.rejected if item.after_validation
     )
     duplicates = valid - stored - refused  # Counter subtraction keeps the positive counts
-    for outcome, counts in (
-        ("stored", stored),
-        ("duplicate", duplicates),
-        ("quarantined", quarantined),
-    ):
+    for outcome, counts in zip(EVENT_OUTCOMES, (stored, duplicates, quarantined), strict=True):
         for label, count in counts.items():
             # Zeros skipped: every series exists from the start (init_app), and each increment
             # is a locked write to the worker's metrics file.
