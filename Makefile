@@ -29,10 +29,16 @@ format: $(VENV)/bin/ruff
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Before/after in one run: BEFORE is the git ref to compare the working tree with (empty: none).
+# The FastAPI peer of `make bench` (bench/peer_fastapi.py), never a dependency of the receiver.
+$(VENV)/bin/uvicorn:
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e '.[test,bench-peer]'
+
+# Before/after in one run: BEFORE is the git ref to compare the working tree with (empty: none);
+# PEER=yes also runs the FastAPI peer for the ratio to it (PEER= : not).
 BEFORE ?= main
-bench: $(VENV)/bin/pytest
-	$(PY) bench/run.py $(if $(BEFORE),--before $(BEFORE))
+PEER ?= yes
+bench: $(VENV)/bin/pytest $(if $(PEER),$(VENV)/bin/uvicorn)
+	$(PY) bench/run.py $(if $(BEFORE),--before $(BEFORE)) $(if $(PEER),--peer)
 
 # Ingest with 0, 10M and 50M events stored (about an hour, and ~45 GB of disk at 50M).
 bench-growth: $(VENV)/bin/pytest

@@ -15,7 +15,9 @@ Runs, in one go and on the same machine state, so the figures can be compared as
 With `--before REF` (`make bench` passes BEFORE, default `main`), phases 2-4 also run for the
 code of that git ref (exported with `git archive` into a temporary directory and put first on
 PYTHONPATH of its gunicorn), alternately with the working tree's, in the same run and database:
-the before/after ratios then compare like with like on a shared machine.
+the before/after ratios then compare like with like on a shared machine. With `--peer` (`make
+bench` passes it), phases 2-4 also run, alternately, for bench/peer_fastapi.py: the same
+contract on FastAPI + pydantic + asyncpg under uvicorn, the stack issue #13 measures us against.
 
 Needs wrk and pgbench (Debian: `apt-get install wrk postgresql-client`). The database is
 BENCH_DATABASE_URL, else the server on 127.0.0.1:5432 when one listens, else an embedded one.
@@ -47,6 +49,12 @@ from receiver.storage.events import EVENT_COLUMNS  # noqa: E402
 from receiver.storage.migrate import migrate  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
+PEER = "peer"  # the code to run: bench/peer_fastapi.py under uvicorn, not a receiver tree
+LABELS = {
+    "after": "after (working tree)",
+    "before": "before ({ref})",
+    "peer": "peer (FastAPI + pydantic + asyncpg, bench/peer_fastapi.py)",
+}
 COLUMN_TYPES = dict(EVENT_COLUMNS)
 CONNECTIONS, WRK_THREADS = 8, 2
 # The `created` of the generated events: an hour ago, so they land in the current month's
@@ -69,8 +77,10 @@ def main():
             codes = {"after": ROOT}
             if args.before:
                 codes["before"] = export_ref(args.before, Path(before_dir))
+            if args.peer:
+                codes["peer"] = PEER
             for code, first in plan(codes, args.rounds):
-                label = f"before ({args.before})" if code == "before" else "after (working tree)"
+                label = LABELS[code].format(ref=args.before)
                 with Receiver(url, args.workers, args.threads, codes[code]) as receiver:
                     run = {"code": code, "label": label, **drive(receiver, args, first)}
                 run["verification"] = verify(url, run)
@@ -88,7 +98,7 @@ def plan(codes, rounds):
     a drift of the machine's load over the run weighs on both alike; the memory phase once."""
     order = []
     for r in range(rounds):
-        pair = sorted(codes, reverse=r % 2 == 0)  # "before" first in even rounds
+        pair = sorted(codes, reverse=r % 2 == 0)  # "after" last in even rounds, first in odd
         order += pair
     return [(code, code == "after" and i == order.index("after")) for i, code in enumerate(order)]
 
@@ -119,6 +129,11 @@ def parse_args():
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--before", metavar="REF", help="also run this git ref's code, alternately")
     parser.add_argument("--rounds", type=int, default=1, help="before/after pairs to run (ABBA)")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also run the FastAPI peer (needs the bench-peer extra), alternately",
+    )
     return parser.parse_args()
 
 
@@ -288,9 +303,21 @@ class Receiver:
             "RECEIVER_POOL_MAX_SIZE": str(threads),
             "LOG_LEVEL": "WARNING",
         }
+        if code == PEER:
+            env["PEER_BASIC_AUTH"] = f"{USER}:{PASSWORD}"
+            code, command = ROOT, self.peer_command(workers)
+        else:
+            command = self.receiver_command()
         if Path(code) != ROOT:  # another ref's tree, imported before the installed one
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
-        command = [
+        # gunicorn's own log, for when it does not come up (a busy machine, a bad setting).
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed with the process)
+            "w", prefix="receiver-bench-", suffix=".log", delete=False
+        )
+        self.process = subprocess.Popen(command, env=env, cwd=code, stderr=self.log)
+
+    def receiver_command(self):
+        return [
             sys.executable,
             "-m",
             "gunicorn",
@@ -300,11 +327,30 @@ class Receiver:
             f"127.0.0.1:{self.port}",
             "receiver:create_app()",
         ]
-        # gunicorn's own log, for when it does not come up (a busy machine, a bad setting).
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed with the process)
-            "w", prefix="receiver-bench-", suffix=".log", delete=False
-        )
-        self.process = subprocess.Popen(command, env=env, cwd=code, stderr=self.log)
+
+    def peer_command(self, workers):
+        """uvicorn as FastAPI deployments run it: uvloop, httptools, no access log."""
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(ROOT / "bench"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "peer_fastapi:app",
+        ]
 
     def __enter__(self):
         deadline = time.monotonic() + 90  # workers boot slowly on a loaded machine
@@ -496,16 +542,21 @@ def run_lines(run, ceiling):
 
 
 def comparison_lines(runs):
-    """after / before of each figure, each side the mean of its runs."""
-    sides = {code: [r for r in runs if r["code"] == code] for code in ("before", "after")}
-    if not sides["before"]:
-        return []
+    """after / before and after / peer of each figure, each side the mean of its runs."""
+    sides = {code: [r for r in runs if r["code"] == code] for code in LABELS}
+    lines = []
+    for other in ("before", "peer"):
+        if sides[other]:
+            lines += ratio_lines(sides, other)
+    return lines
 
+
+def ratio_lines(sides, other):
     def mean(code, phase, key):
         values = [r["phases"][phase][key] for r in sides[code]]
         return sum(values) / len(values)
 
-    lines = ["--- after / before (means of each side's runs, same run of the bench)"]
+    lines = [f"--- {other} -> after (means of each side's runs, same run of the bench)"]
     for title, phase, key in (
         ("fresh events/s", "fresh", "events_per_second"),
         ("re-delivered events/s", "duplicates", "events_per_second"),
@@ -515,7 +566,7 @@ def comparison_lines(runs):
         ("p50 at half load, ms", "half_load", "p50_ms"),
         ("p99 at half load, ms", "half_load", "p99_ms"),
     ):
-        before, after = mean("before", phase, key), mean("after", phase, key)
+        before, after = mean(other, phase, key), mean("after", phase, key)
         ratio = after / max(before, 1e-9)
         lines.append(f"{title + ':':<40} {before:>9,.2f} -> {after:>9,.2f}  ({ratio:.2f}x)")
     return lines
