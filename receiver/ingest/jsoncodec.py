@@ -115,15 +115,18 @@ def encode(value) -> bytes:
     return data
 
 
-def storable(items: list) -> bool:
-    """Whether encode() would take every item as it is, tested on them all in one orjson dump:
-    False for a NUL escape, and for anything orjson does not write itself (a Decimal, a long
-    integer, an unpaired surrogate, deep nesting), which encode() handles or refuses one by one."""
+def document(rows: list) -> str | None:
+    """`rows` (tuples of plain values and parsed events) as one JSON document, when encode()
+    would take every event in them as it is; else None.
+
+    One orjson dump is both the check and the document the batch is stored with: None for a
+    NUL escape, and for anything orjson does not write itself (a Decimal, a long integer, an
+    unpaired surrogate, deep nesting), which encode() handles or refuses one event at a time."""
     try:
-        data = orjson.dumps(items)
+        data = orjson.dumps(rows)
     except (TypeError, orjson.JSONEncodeError):
-        return False
-    return not _has_nul_escape(data)
+        return None
+    return None if _has_nul_escape(data) else data.decode()
 
 
 def _has_nul_escape(data: bytes) -> bool:

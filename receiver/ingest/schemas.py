@@ -268,35 +268,50 @@ class InvalidEvent(ValueError):
     """An item that cannot be stored as an event; the message is the quarantine reason."""
 
 
-def validate_batch(items) -> list[ValidatedEvent] | None:
+class ValidBatch(NamedTuple):
+    """A batch whose every item is valid: its events, and the document they are stored with
+    (receiver.storage.events.RECORD, one array per event in the order received)."""
+
+    events: list[ValidatedEvent]
+    document: str
+
+
+def validate_batch(items) -> ValidBatch | None:
     """Every item as a ValidatedEvent, from one marshmallow load of the batch as columns; None
     when any item is invalid or cannot be stored as parsed (validate_events then says which).
 
     The usual batch, so everything per event here is done in C where it can be: the columns
-    are checked whole (Column), the events built by zip, their payloads checked by one dump."""
+    are checked whole (Column), the rows built by zip, and one dump of them is both the check
+    that every payload can be stored as parsed and the batch statement's document."""
     if not items or any(type(item) is not dict for item in items):
-        return None
-    if not jsoncodec.storable(items):
         return None
     try:
         columns = load_columns(items)
     except ValidationError:
         return None
     ids = columns["event_id"]
-    keys = [event_id or content_key(item) for event_id, item in zip(ids, items, strict=True)]
-    rows = zip(
-        keys,
-        ids,
-        columns["client_id"],
-        columns["type"],
-        columns["created"],
-        columns["mailing_id"],
-        columns["user_list_id"],
-        columns["subscription_id"],
-        items,
-        strict=True,
+    try:
+        keys = [event_id or content_key(item) for event_id, item in zip(ids, items, strict=True)]
+    except jsoncodec.Unstorable:
+        return None
+    rows = list(
+        zip(
+            keys,
+            ids,
+            columns["client_id"],
+            columns["type"],
+            columns["created"],
+            columns["mailing_id"],
+            columns["user_list_id"],
+            columns["subscription_id"],
+            items,
+            strict=True,
+        )
     )
-    return list(map(_as_event, rows))
+    document = jsoncodec.document(rows)
+    if document is None:
+        return None
+    return ValidBatch(list(map(_as_event, rows)), document)
 
 
 def load_columns(items) -> dict[str, list]:

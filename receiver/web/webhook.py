@@ -101,12 +101,12 @@ def receive_batch():
     if len(items) > config.max_batch:
         return finish("too_large", 413, {"error": f"more than {config.max_batch} events"})
 
-    valid, rejected = validate_items(items, body)
+    valid, rejected, document = validate_items(items, body)
     valid_counts = count_by_label(map(EVENT_TYPE, valid))
     started = time.perf_counter()
     try:
         result = events.store_batch(
-            db.get_pool(), valid, rejected, delivery=(body_digest, valid_counts)
+            db.get_pool(), valid, rejected, delivery=(body_digest, valid_counts), document=document
         )
     except db.DatabaseUnavailable:
         # Not acknowledged: most often nothing was committed; after a deadline cut a commit
@@ -154,10 +154,11 @@ def stop_reading():
 
 
 def validate_items(items, body):
-    """Split items into storable events and quarantine entries with their reasons."""
+    """Split items into storable events and quarantine entries with their reasons; with them
+    the batch statement's document when the batch was validated whole (else None)."""
     batch = schemas.validate_batch(items)
     if batch is not None:  # the usual batch: every event valid, validated as one
-        return batch, []
+        return batch.events, [], batch.document
     valid, rejected = [], []
     for item, outcome in schemas.validate_events(items):
         if isinstance(outcome, schemas.ValidatedEvent):
@@ -176,7 +177,7 @@ def validate_items(items, body):
                 rejected.append(quarantine.Rejected("body", reason, body, kind))
             else:
                 rejected.append(quarantine.Rejected("event", str(error), content, kind))
-    return valid, rejected
+    return valid, rejected, None
 
 
 def redelivered(events):

@@ -1,6 +1,7 @@
 """Event validation (receiver.ingest.schemas): schema_for, validate_event and event_key."""
 
 import decimal
+import functools
 import hashlib
 import json
 from unittest import mock
@@ -105,7 +106,7 @@ def test_text_fields_are_not_validated_here(value):
     # PostgreSQL extracts them from the payload: tests/integration/ingest/test_schemas.py.
     item = event("click", device=value, link=value, recipientId=value, mailId=value)
     assert json.loads(schemas.validate_event(item).payload) == item
-    assert schemas.validate_batch([item])[0].payload == item
+    assert schemas.validate_batch([item]).events[0].payload == item
 
 
 def test_unknown_fields_do_not_reach_the_typed_fields_but_stay_in_the_payload():
@@ -176,7 +177,7 @@ def test_a_batch_validates_as_columns_exactly_as_event_by_event(count):
     # The fast path (BATCH_SCHEMA, one load a batch) must give each event the same fields and
     # key as EventSchema would: it is what is stored. Its payloads are the parsed events.
     items = ACCEPTED_VARIANTS[-count:]
-    batch = schemas.validate_batch(items)
+    batch = schemas.validate_batch(items).events
     assert [validated.payload for validated in batch] == items
     assert as_bytes(batch) == [schemas.validate_event(item) for item in items]
 
@@ -185,7 +186,7 @@ def test_a_batch_of_plain_values_takes_the_whole_column_check():
     # The usual batch (integers, strings, ids absent or present) never checks value by value.
     items = [OPEN, BOUNCE, event("sent", mailingId=None)]
     with mock.patch.object(schemas.Column, "_check_each", side_effect=AssertionError):
-        assert len(schemas.validate_batch(items)) == 3
+        assert len(schemas.validate_batch(items).events) == 3
 
 
 @pytest.mark.parametrize(("item", "named"), INVALID_PARAMS)
@@ -209,8 +210,9 @@ def test_one_invalid_event_fails_the_batch_and_is_named_event_by_event(item, nam
         event("open", amount=decimal.Decimal("0.10000000000000000001")),
         event("open", big=2**70),
         event("open", text="\ud800"),
+        event("open", deep=functools.reduce(lambda inner, _: [inner], range(252), 1)),
     ],
-    ids=["nul", "decimal", "long-integer", "surrogate"],
+    ids=["nul", "decimal", "long-integer", "surrogate", "deep"],
 )
 def test_a_batch_with_a_payload_orjson_cannot_store_as_parsed_goes_event_by_event(unstorable):
     # Stored exactly (a Decimal, a long integer) or refused with its reason, one by one.

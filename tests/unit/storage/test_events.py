@@ -1,5 +1,7 @@
 """The batch statement's document layout (receiver.storage.events.RECORD)."""
 
+import orjson
+
 from receiver.ingest import schemas
 from receiver.storage import events
 
@@ -25,4 +27,15 @@ def test_an_event_is_one_array_its_checked_payload_embedded_as_is():
     assert events.recordset([validated]) == (
         '[["k","k",1,"open",5,null,null,null,{"type":"open","clientId":1,"created":5,"id":"k"}]]'
     )
-    assert events.recordset(schemas.validate_batch([{"type": "open", "clientId": 1, "created": 5}]))
+
+
+def test_the_document_written_at_validation_is_the_recordset_of_its_events():
+    # A batch validated whole is stored with the document its check wrote, not a second dump.
+    extra = [1.5, None, {"a": "\u00e9"}]
+    items = [
+        {"type": "open", "clientId": 1, "created": 5},
+        {"type": "sent", "clientId": 2, "created": 6, "id": "x", "mailingId": 7, "extra": extra},
+    ]
+    batch = schemas.validate_batch(items)
+    assert batch.document == events.recordset(batch.events)
+    assert orjson.loads(batch.document)[1][8] == items[1]
