@@ -194,6 +194,10 @@ class Column(fields.Field):
 
     def _deserialize(self, values, attr, data, **kwargs):
         field = self.field
+        if not field.validators and field.accepts_all(values):
+            # Every value present, of the field's one type, and accepted: the usual column,
+            # settled without a scan for absent or null values (an `in` per value and kind).
+            return values
         absent, nulls = missing in values, None in values
         if field.validators or (absent and field.required) or (nulls and not field.allow_none):
             return self._check_each(values, attr, data)  # raises with the field's own message
