@@ -146,6 +146,16 @@ DELIVERY_STEP = """
 )"""
 
 
+# The lag histogram's bucket of a stored event, as Histogram.observe() picks it: the index of
+# the first upper bound at or above the lag (bisect_left), a negative lag (clock skew) as 0;
+# past the last bound, the +Inf bucket's. The bounds are metrics.LAG_BUCKETS, spelled out so
+# the statement is one constant (tests/unit/storage/test_events.py checks that they agree).
+LAG_BOUNDS = "{1,5,10,30,60,120,300,600,1800,3600,14400,86400,259200}"
+LAG_BUCKET = "".join(
+    ["(SELECT count(*) FROM unnest('", LAG_BOUNDS, "'::float8[]) AS b WHERE b < greatest(lag, 0))"]
+)
+
+
 def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False):
     """The batch statement; `status_steps` is replaceable so bench/reporting.py can price it;
     with `delivery`, it also records the body's digest (three more parameters)."""
@@ -165,8 +175,9 @@ def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False):
         f"RETURNING {STORED_COLUMNS}\n"
         f"){status_steps}{DELIVERY_STEP if delivery else ''}\n"
         # What was stored, for the per-type counters, the event-lag histogram and the per-client
-        # last-event gauges: one row per type and client (a handful, not 100).
-        "SELECT type, client_id, array_agg(lag) FROM stored GROUP BY type, client_id"
+        # last-event gauges: one row per type, client and lag bucket (a handful, not 100).
+        f"SELECT type, client_id, {LAG_BUCKET} AS bucket, count(*), sum(greatest(lag, 0))\n"
+        "FROM stored GROUP BY type, client_id, bucket"
     )
 
 
@@ -178,7 +189,8 @@ COUNT_BY_MAIL_ID = "SELECT mail_id, count(*) FROM events WHERE client_id = %s GR
 
 @dataclass
 class BatchResult:
-    groups: list = field(default_factory=list)  # (type, client_id, [lag seconds]) stored
+    # (type, client_id, lag bucket, events, sum of their lags) of the events stored
+    groups: list = field(default_factory=list)
     rejected: list = field(default_factory=list)  # Rejected, quarantined in this transaction
 
     @property
@@ -188,22 +200,27 @@ class BatchResult:
 
     def stored_by_type(self) -> Counter:
         counts = Counter()
-        for kind, _, lags in self.groups:
-            counts[kind] += len(lags)
+        for kind, _, _, events, _ in self.groups:
+            counts[kind] += events
         return counts
 
-    def lags(self) -> list:
-        """Receive time minus `created` of each stored event, in seconds."""
-        return [lag for _, _, lags in self.groups for lag in lags]
+    def lag_buckets(self) -> tuple[Counter, float]:
+        """The stored events' lags (receive time minus `created`) as the lag histogram's
+        {bucket index: events} and their sum in seconds (metrics.observe_buckets)."""
+        counts, total = Counter(), 0.0
+        for _, _, bucket, events, lags in self.groups:
+            counts[bucket] += events
+            total += lags
+        return counts, total
 
     def clients(self) -> set:
         """(client_id, type) of the stored events."""
-        return {(client, kind) for kind, client, _ in self.groups}
+        return {(client, kind) for kind, client, *_ in self.groups}
 
 
 def count_stored(groups) -> int:
-    """Events stored, from the batch statement's (type, client_id, lags) rows."""
-    return sum(len(lags) for _, _, lags in groups)
+    """Events stored, from the batch statement's rows (BatchResult.groups)."""
+    return sum(group[3] for group in groups)
 
 
 def store_batch(pool, events, rejected, delivery=None, document=None) -> BatchResult:
@@ -251,7 +268,7 @@ def store_batch(pool, events, rejected, delivery=None, document=None) -> BatchRe
 def insert_events(conn, events) -> tuple[list, list]:
     """Insert events inside the caller's transaction: (stored rows, Rejected for the refused).
 
-    A stored row is (type, client_id, [lag seconds]); recipient_status follows in the statement.
+    A stored row is as BatchResult.groups; recipient_status follows in the statement.
 
     All in one statement; if PostgreSQL refuses a value that passed validation (rare), event by
     event under savepoints, so that one poison event cannot hold back the other 99."""

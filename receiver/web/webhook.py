@@ -200,7 +200,7 @@ def count_outcomes(valid, result):
             # Zeros skipped: every series exists from the start (init_app), and each increment
             # is a locked write to the worker's metrics file.
             metrics.EVENTS.labels(label, outcome).inc(count)
-    metrics.observe_many(metrics.EVENT_LAG_SECONDS, [max(lag, 0.0) for lag in result.lags()])
+    metrics.observe_buckets(metrics.EVENT_LAG_SECONDS, *result.lag_buckets())
     if result.stored:
         metrics.LAST_STORED.set_to_current_time()
     total_stored = result.stored

@@ -1,5 +1,9 @@
-"""receiver.observability.metrics: observe_many (the same histogram as one observe() per
+"""receiver.observability.metrics: observe_buckets (the same histogram as one observe() per
 amount) and the per-client gauges."""
+
+import bisect
+import collections
+import math
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
@@ -18,23 +22,25 @@ def samples(histogram):
     [[], [0.0], [1.0, 1.0000001, 5.0, 4.99, 60.0, 61.0, 1e9], [0.5] * 100, list(range(100))],
     ids=["none", "zero", "on-and-around-bounds", "one-bucket", "spread"],
 )
-def test_observe_many_gives_what_observe_gives(amounts):
+def test_observe_buckets_gives_what_observe_gives(amounts):
     one, many = (
         Histogram("lag", "lag", buckets=BUCKETS, registry=CollectorRegistry()) for _ in range(2)
     )
     for amount in amounts:
         one.observe(amount)
-    metrics.observe_many(many, amounts)
+    # The counts as the batch statement returns them: bucket = bisect_left in the bounds.
+    counts = collections.Counter(bisect.bisect_left([*BUCKETS, math.inf], a) for a in amounts)
+    metrics.observe_buckets(many, counts, sum(amounts))
     assert samples(many) == pytest.approx(samples(one))
     assert samples(many)[("lag_count", None)] == len(amounts)
 
 
-def test_observe_many_refuses_a_labelled_parent_like_observe():
+def test_observe_buckets_refuses_a_labelled_parent_like_observe():
     labelled = Histogram("by", "by", ["x"], buckets=BUCKETS, registry=CollectorRegistry())
     with pytest.raises(ValueError):
         labelled.observe(1)
     with pytest.raises(ValueError):
-        metrics.observe_many(labelled, [1])
+        metrics.observe_buckets(labelled, {0: 1}, 1)
 
 
 def client_gauge(client, kind):

@@ -1,6 +1,7 @@
 """The batch transaction (receiver.storage.events): exactly once under concurrency, quarantine
 kept once."""
 
+import bisect
 import random
 import threading
 
@@ -8,6 +9,7 @@ import psycopg_pool
 import pytest
 
 from receiver.ingest import schemas
+from receiver.observability import metrics
 from receiver.storage import events
 from receiver.storage.quarantine import Rejected
 
@@ -78,3 +80,26 @@ def test_two_identical_rejections_in_one_batch_are_one_row(pool, query):
     result = events.store_batch(pool, [], twice)
     assert len(result.rejected) == 2
     assert query("SELECT content, times_received FROM quarantine") == [(b"7", 1)]
+
+
+@pytest.mark.parametrize(
+    "lag", [-3.5, 0.0, 0.0005, 1.0, 1.000001, 4.999999, 5.0, 3599.9, 3600.0, 259200.0, 1e7]
+)
+def test_the_statement_buckets_each_lag_as_the_histogram_would(query, lag):
+    # PostgreSQL counts the batch's lags into the histogram's buckets (events.LAG_BUCKET): the
+    # index must be bisect_left's, on a bound too (Prometheus buckets are `le`).
+    bounds = metrics.EVENT_LAG_SECONDS._upper_bounds
+    sql = " ".join(["SELECT", events.LAG_BUCKET, "FROM (VALUES (%s::float8)) AS s(lag)"])
+    [(bucket,)] = query(sql, (lag,))
+    assert bucket == bisect.bisect_left(bounds, max(lag, 0.0))
+
+
+def test_a_batch_reports_its_stored_events_by_type_client_and_lag_bucket(pool):
+    items = [event(type="open", id="a"), event(type="open", id="b"), event(type="sent", id="c")]
+    result = events.store_batch(pool, validated(*items), [])
+    assert result.stored == 3
+    assert result.stored_by_type() == {"open": 2, "sent": 1}
+    counts, total = result.lag_buckets()
+    assert sum(counts.values()) == 3 and total >= 0
+    again = events.store_batch(pool, validated(*items), [])
+    assert (again.stored, again.lag_buckets()) == (0, ({}, 0.0))

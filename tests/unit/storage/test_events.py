@@ -1,8 +1,11 @@
 """The batch statement's document layout (receiver.storage.events.RECORD)."""
 
+import math
+
 import orjson
 
 from receiver.ingest import schemas
+from receiver.observability import metrics
 from receiver.storage import events
 
 
@@ -39,3 +42,8 @@ def test_the_document_written_at_validation_is_the_recordset_of_its_events():
     batch = schemas.validate_batch(items)
     assert batch.document == events.recordset(batch.events)
     assert orjson.loads(batch.document)[1][8] == items[1]
+
+
+def test_the_statement_buckets_lags_by_the_histograms_own_bounds():
+    assert events.LAG_BOUNDS.strip("{}").split(",") == list(map(str, metrics.LAG_BUCKETS))
+    assert metrics.EVENT_LAG_SECONDS._upper_bounds == [*map(float, metrics.LAG_BUCKETS), math.inf]
