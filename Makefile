@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format bench bench-growth reliability
+.PHONY: run test lint format bench bench-instructions bench-growth reliability
 
 $(VENV)/bin/receiver:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e .
@@ -39,6 +39,11 @@ BEFORE ?= main
 PEER ?= yes
 bench: $(VENV)/bin/pytest $(if $(PEER),$(VENV)/bin/uvicorn)
 	$(PY) bench/run.py $(if $(BEFORE),--before $(BEFORE)) $(if $(PEER),--peer)
+
+# The handler's instructions per fresh batch (callgrind: the same count whatever the machine's
+# load), the working tree against BEFORE; needs valgrind.
+bench-instructions: $(VENV)/bin/pytest
+	$(PY) bench/instructions.py $(if $(BEFORE),--before $(BEFORE))
 
 # Ingest with 0, 10M and 50M events stored (about an hour, and ~45 GB of disk at 50M).
 bench-growth: $(VENV)/bin/pytest

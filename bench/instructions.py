@@ -1,0 +1,135 @@
+"""Instructions per fresh batch, counted by callgrind: `python bench/instructions.py`.
+
+Worker CPU time on a shared 2-core machine moves by ±30 % from run to run (other load, cache
+misses, PostgreSQL on the same cores); the number of instructions the handler executes does
+not: valgrind counts the same total for the same code and input whatever else the machine does.
+So this is the figure to compare two versions of the handler by, and bench/run.py's CPU per
+batch the one to size a deployment by.
+
+Each tree (the working tree, and REF's exported with `git archive`) posts N fresh batches of 100
+(bench/handler_cpu.py's, half without an id) through Flask's test client to a fresh database
+under `valgrind --tool=callgrind`, for two values of N; the difference of the totals over the
+difference of N is what one more batch costs, start-up and imports cancelled out. gunicorn is
+not in it (see bench/http_floor.py for its share). Needs valgrind (Debian: `apt-get install
+valgrind`); a run takes about a minute and a half per tree.
+"""
+
+import argparse
+import base64
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WARMUP = 10
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", metavar="REF", help="also count this git ref's handler")
+    parser.add_argument("--batches", default="20,80", help="the two batch counts (default 20,80)")
+    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--child", nargs=3, metavar=("ROOT", "BODIES", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return post_batches(Path(args.child[0]), Path(args.child[1]), int(args.child[2]), args)
+    if not shutil.which("valgrind"):
+        sys.exit("bench/instructions.py needs valgrind: apt-get install valgrind")
+    low, high = map(int, args.batches.split(","))
+    with tempfile.TemporaryDirectory(prefix="receiver-instructions-") as scratch:
+        scratch = Path(scratch)
+        bodies = write_bodies(scratch / "bodies", high + WARMUP)
+        trees = {"after (working tree)": ROOT}
+        if args.before:
+            trees = {f"before ({args.before})": export(args.before, scratch / "before"), **trees}
+        counts = {}
+        for label, tree in trees.items():
+            totals = [count(tree, bodies, n, args.server) for n in (low, high)]
+            counts[label] = (totals[1] - totals[0]) / (high - low)
+            print(f"{label}: {counts[label] / 1e6:.2f} M instructions per fresh batch")
+    if len(counts) == 2:
+        before, after = counts.values()
+        print(f"after / before: {after / before:.2f}")
+    return 0
+
+
+def write_bodies(path, count):
+    """bench/handler_cpu.py's batches, one per line (so building them is not counted)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from handler_cpu import batch
+
+    run = uuid.uuid4().hex[:8]
+    path.write_bytes(b"\n".join(batch(run, b) for b in range(count)))
+    return path
+
+
+def export(ref, directory):
+    directory.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True)
+    if archive.returncode != 0:
+        sys.exit(f"bench/instructions.py: --before {ref}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    return directory
+
+
+def count(tree, bodies, batches, server):
+    """Instructions callgrind counts for one child run posting `batches` batches."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--server",
+        server,
+        "--child",
+        str(tree),
+        str(bodies),
+        str(batches),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(tree)}  # the tree's receiver before any installed one
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or not found:
+        sys.exit(f"bench/instructions.py: the run under valgrind failed:\n{done.stderr[-3000:]}")
+    return int(found.group(1))
+
+
+def post_batches(tree, bodies, batches, args):
+    """The measured child: WARMUP batches, then `batches` fresh ones, each answered 200."""
+    sys.path.insert(0, str(tree))
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from receiver import create_app
+    from receiver.config import Config
+    from receiver.storage import db
+    from receiver.storage.migrate import migrate
+
+    assert Path(sys.modules["receiver"].__file__).is_relative_to(tree), "not the tree's code"
+    name = f"receiver_instructions_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(args.server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_conninfo(args.server, dbname=name)
+        migrate(url)
+        app = create_app(Config(database_url=url, basic_auth=(("u", "p"),), log_level="WARNING"))
+        client = app.test_client()
+        headers = {"Authorization": "Basic " + base64.b64encode(b"u:p").decode()}
+        for body in bodies.read_bytes().split(b"\n")[: WARMUP + batches]:
+            answer = client.post("/webhook", data=body, headers=headers)
+            assert answer.status_code == 200 and b'"stored":100' in answer.get_data()
+        db.close_pool(app)
+    finally:
+        with psycopg.connect(args.server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
