@@ -52,7 +52,7 @@ class Floor(run.Receiver):
 
 
 def cpu_per_request(server, seconds, first_batch):
-    phase = run.wrk(server, "floor", 3, first_batch=first_batch)  # warm up
+    run.wrk(server, "floor", 3, first_batch=first_batch)  # warm up
     before = server.worker_cpu_seconds()
     phase = run.wrk(server, "floor", seconds, first_batch=first_batch + 1_000_000)
     cpu_ms = (server.worker_cpu_seconds() - before) * 1000 / max(phase["started"], 1)

@@ -25,6 +25,7 @@ BENCH_DATABASE_URL, else the server on 127.0.0.1:5432 when one listens, else an 
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
 import platform
@@ -575,4 +576,6 @@ def ratio_lines(sides, other):
 if __name__ == "__main__":
     if not shutil.which("wrk") or not shutil.which("pgbench"):
         sys.exit("bench needs wrk and pgbench: apt-get install wrk postgresql-client")
+    if "--peer" in sys.argv and importlib.util.find_spec("uvicorn") is None:
+        sys.exit("bench --peer needs the bench-peer extra: pip install -e '.[bench-peer]'")
     sys.exit(main())
