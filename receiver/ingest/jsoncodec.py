@@ -4,16 +4,25 @@ orjson reads numbers as 64-bit integers or doubles: a longer integer becomes a f
 more digits than a double holds is rounded, and either way digits are silently lost. Two events
 differing only there would even share an idempotency key. A body with a run of 16 or more digits
 and dots (longer than any number a double keeps exactly) is therefore parsed by the standard
-library, integers as ints and other numbers as Decimal, and written back digit for digit.
+library, integers as ints and other numbers as Decimal, and written back digit for digit; an
+integer of more digits than int() converts (4,300 by default) is a Decimal of its digits too.
 
 So does a number with a three-digit negative exponent (1e-400 or 3e-324, which orjson would
 read as 0 or round), found by looking at each "e-" in the body, not by a regex over all of it.
+
+A list that neither parser takes whole, but whose structure (brackets, strings) is sound, is
+split into its top-level items, each parsed alone: one item nested deeper than a parser goes, or
+otherwise not JSON, becomes an Unparsed (its bytes and the reason) for the quarantine, and the
+other items are a batch as usual. With `max_items`, a body that may hold more items than that is
+counted by the same structural scan before it is parsed: 4 MiB of `[0,0,...]` would otherwise
+become a hundred megabytes of objects just to be refused.
 """
 
 import decimal
 import json
 import math
 import re
+from typing import NamedTuple
 
 import orjson
 
@@ -36,6 +45,29 @@ _MANTISSA, _BLANKS, _BEFORE_A_NUMBER = frozenset(b"0123456789.-"), frozenset(b" 
 # A NUL escape preceded by an even number of backslashes (a literal "\\u0000" is harmless).
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
+# The structural scan of a list (item_spans). Each pattern skips, in C, everything up to the next
+# character that matters: a bracket, at the list's own level a comma, or a quote that opens no
+# complete string (a complete string, escapes and all, is skipped whole). Possessive: a skip
+# never backtracks, so a scan is linear in the body.
+_STRING = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_SKIP_AT_TOP = re.compile(rb'(?:[^"\[\]{},]++|' + _STRING + rb")*+", re.DOTALL)
+_SKIP_INSIDE = re.compile(rb'(?:[^"\[\]{}]++|' + _STRING + rb")*+", re.DOTALL)
+_SKIP_BLANKS = re.compile(rb"[ \t\r\n]*+")  # JSON's whitespace, and only that
+_JSON_BLANKS = b" \t\r\n"
+_QUOTE, _COMMA, _OPEN_LIST, _CLOSE_LIST, _OPEN_OBJECT = b'",[]{'
+_OPENERS = (_OPEN_LIST, _OPEN_OBJECT)
+_OPENER_OF = {ord("]"): ord("["), ord("}"): ord("{")}
+# The batch-size gate (decode_batch's max_items). A body of at most this many bytes per allowed
+# item is parsed before its items are counted: whatever it holds, its objects take a few MB at
+# most (37 bytes per byte of `[[],[],...]`, the worst), and a batch of Campaign's ~400-byte events
+# never pays for a count. A longer body with fewer commas than this many per allowed item holds
+# few JSON values whatever its length (each value but the first in a list or object follows a
+# comma); any other is scanned, and refused at the first item past the limit.
+UNCOUNTED_BYTES_PER_ITEM = 1024
+UNSCANNED_COMMAS_PER_ITEM = 100
+# orjson's nesting limit (the standard library's is the interpreter's recursion limit, lower).
+ORJSON_MAX_DEPTH = 1024
+
 
 class BadBody(ValueError):
     """The body is not a JSON list or object; the message says why (for the quarantine)."""
@@ -45,26 +77,163 @@ class Unstorable(ValueError):
     """An event PostgreSQL cannot hold as jsonb; the message says why."""
 
 
-def decode_batch(body: bytes) -> list:
-    """Parse a request body into a list of items (a bare object is a batch of one)."""
+class TooManyItems(ValueError):
+    """More items than the batch may hold: refused (413), nothing stored or quarantined. Not a
+    BadBody, which is quarantined whole."""
+
+
+class Unparsed(NamedTuple):
+    """One top-level item of a list that no parser here can read: its bytes as received (JSON
+    whitespace around it stripped) and the quarantine reason (no content in it)."""
+
+    raw: bytes
+    reason: str
+
+
+def decode_batch(body: bytes, max_items: int | None = None) -> list:
+    """Parse a request body into a list of items (a bare object is a batch of one).
+
+    An item of a list that cannot be parsed comes out as an Unparsed, the others parsed; BadBody
+    when the body is no JSON list or object (or a list of unsound structure). With `max_items`,
+    TooManyItems when the body holds more items than that, found before the body is parsed
+    when it could be costly (see UNCOUNTED_BYTES_PER_ITEM)."""
     if body.startswith(UTF8_BOM):
         body = body[len(UTF8_BOM) :]
     if not body.strip():
         raise BadBody("empty body")
+    if (
+        max_items is not None
+        and len(body) > UNCOUNTED_BYTES_PER_ITEM * max_items
+        and body.count(b",") >= UNSCANNED_COMMAS_PER_ITEM * max_items
+        and _more_items_than(body, max_items)
+    ):
+        raise TooManyItems(f"more than {max_items} events")
     try:
-        document = _loads_exact(body) if needs_exact_parse(body) else orjson.loads(body)
-    except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
-        # orjson refuses some JSON the standard parser takes (an unpaired surrogate escape in
-        # one event): parse it that way, so only that event is quarantined, not the batch.
-        try:
-            document = _loads_exact(body)
-        except (ValueError, RecursionError):
-            raise BadBody(f"not valid JSON: {error}") from None
+        document = _loads(body)
+    except (ValueError, RecursionError) as error:
+        # One item no parser reads (nested too deeply, or not JSON) must not hold back the
+        # others: a list of sound structure is parsed item by item.
+        document = _decode_items(body, error)
+    if isinstance(document, list):
+        if max_items is not None and len(document) > max_items:
+            raise TooManyItems(f"more than {max_items} events")
+        return document
     if isinstance(document, dict):
         return [document]
-    if isinstance(document, list):
-        return document
     raise BadBody(f"JSON body is a {type(document).__name__}, not a list of events or an event")
+
+
+def _loads(data: bytes):
+    """`data` parsed by orjson, or by the standard library where orjson would lose digits;
+    the first parser's error when no parser takes it."""
+    exact = needs_exact_parse(data)
+    try:
+        return _loads_exact(data) if exact else orjson.loads(data)
+    except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
+        if exact:
+            raise
+        first = error
+    # orjson refuses some JSON the standard parser takes (an unpaired surrogate escape in one
+    # event): parse it that way, so only that event is quarantined, not the batch.
+    try:
+        return _loads_exact(data)
+    except (ValueError, RecursionError):
+        raise first from None
+
+
+def _decode_items(body: bytes, error: Exception) -> list:
+    """The items of a list neither parser took whole, each parsed alone (an Unparsed where that
+    fails); BadBody, with the whole body's `error`, when the body is not UTF-8 or not a list of
+    sound structure (unbalanced brackets, an unterminated string, an empty item, text after the
+    list: a body cut or mangled in transit, which a retry may bring whole)."""
+    try:
+        body.decode("utf-8")
+        spans = list(item_spans(body))
+    except ValueError:  # UnicodeDecodeError is one
+        raise BadBody(f"not valid JSON: {error}") from None
+    return [_decode_item(body[start:end]) for start, end in spans]
+
+
+def _decode_item(raw: bytes):
+    """One item of a list, parsed as decode_batch parses a body; an Unparsed when it cannot be."""
+    try:
+        return _loads(raw)
+    except RecursionError:  # the standard library's parser, on a long number's path
+        return Unparsed(raw, "not valid JSON: nested deeper than the recursion limit")
+    except ValueError as error:
+        message = str(error)  # positions within the item, no content
+        if "depth limit" in message or "Recursion limit" in message:  # orjson's, 3.x and 2.x
+            message = f"nested deeper than {ORJSON_MAX_DEPTH} levels"
+        return Unparsed(raw, f"not valid JSON: {message}")
+
+
+def item_spans(body: bytes):
+    """Yield (start, end) of each top-level item of the JSON list `body`, blanks around it
+    excluded, as the scan reaches the comma or bracket after it; ValueError where the structure
+    turns out unsound (not a list, brackets unbalanced or mismatched, an unterminated string,
+    an empty item, anything but blanks after the list).
+
+    Brackets and strings only: what is between them is for the parsers to judge. Iterative (no
+    recursion, whatever the depth), strings skipped whole in C, escaped quotes and backslashes
+    included; one step per bracket and per comma of the list itself."""
+    pos = _SKIP_BLANKS.match(body).end()
+    if body[pos : pos + 1] != b"[":
+        raise ValueError("not a JSON list")
+    end_of_body = len(body)
+    pos += 1
+    start = _SKIP_BLANKS.match(body, pos).end()
+    opened = bytearray()  # the brackets open inside the current item, innermost last
+    after_comma = False
+    skip_at_top, skip_inside = _SKIP_AT_TOP.match, _SKIP_INSIDE.match
+    while True:
+        pos = (skip_inside if opened else skip_at_top)(body, pos).end()
+        if pos == end_of_body:
+            raise ValueError("list not closed")
+        char = body[pos]
+        if char == _QUOTE:
+            raise ValueError("string not terminated")
+        if char in _OPENERS:
+            opened.append(char)
+        elif opened:  # a closing bracket inside an item (a comma there is skipped)
+            if opened.pop() != _OPENER_OF[char]:
+                raise ValueError("brackets do not match")
+        elif char == _COMMA:
+            if start == pos:
+                raise ValueError("empty item")
+            yield start, _trimmed_end(body, pos)
+            start, after_comma = _SKIP_BLANKS.match(body, pos + 1).end(), True
+        elif char == _CLOSE_LIST:
+            if start != pos:
+                yield start, _trimmed_end(body, pos)
+            elif after_comma:
+                raise ValueError("empty item")
+            if _SKIP_BLANKS.match(body, pos + 1).end() != end_of_body:
+                raise ValueError("text after the list")
+            return
+        else:
+            raise ValueError("brackets do not match")
+        pos += 1
+
+
+def _trimmed_end(body: bytes, end: int) -> int:
+    while body[end - 1] in _JSON_BLANKS:
+        end -= 1
+    return end
+
+
+def _more_items_than(body: bytes, limit: int) -> bool:
+    """Whether the list `body` has more than `limit` top-level items, scanning no further than
+    the first one past the limit; False for anything else (not a list, unsound before the
+    limit), which the parser then refuses for what it is."""
+    counted = 0
+    try:
+        for _ in item_spans(body):
+            counted += 1
+            if counted > limit:
+                return True
+    except ValueError:
+        pass
+    return False
 
 
 def needs_exact_parse(body: bytes) -> bool:
@@ -140,8 +309,11 @@ def canonical(value) -> bytes:
 
 
 def preserve(value) -> bytes | None:
-    """Serialise anything parsed from JSON for the quarantine, even what jsonb refuses;
-    None when even that fails (nesting beyond the interpreter's recursion limit)."""
+    """Serialise anything parsed from JSON for the quarantine, even what jsonb refuses (an
+    Unparsed as its bytes); None when even that fails (nesting beyond the interpreter's
+    recursion limit)."""
+    if type(value) is Unparsed:
+        return value.raw
     try:
         return _dumps(value)
     except Unstorable:
@@ -181,7 +353,7 @@ def _exact_numbers(value):
         return {key: _exact_numbers(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_exact_numbers(item) for item in value]
-    if isinstance(value, decimal.Decimal):
+    if isinstance(value, decimal.Decimal):  # also an integer of more digits than int() takes
         return orjson.Fragment(str(value).encode())
     if type(value) is int and not _INT64_MIN <= value <= _UINT64_MAX:
         return orjson.Fragment(str(value).encode())
@@ -206,7 +378,26 @@ def _loads_exact(body: bytes):
     # Decoded as UTF-8 explicitly: json.loads would guess UTF-16/32 from bytes, and JSON between
     # systems is UTF-8 (RFC 8259); both parsers must agree on what a body is.
     text = body.decode("utf-8")
-    return json.loads(text, parse_constant=_reject_constant, parse_float=_exact_float)
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_exact_float)
+    except ValueError as error:
+        if "integer string conversion" not in str(error):
+            raise
+    # An integer of more digits than int() converts (sys.get_int_max_str_digits(), 4,300 by
+    # default): parsed again with every integer through _exact_int (not always: a Python call
+    # per integer doubles the parse).
+    return json.loads(
+        text, parse_constant=_reject_constant, parse_float=_exact_float, parse_int=_exact_int
+    )
+
+
+def _exact_int(text):
+    """An int, or a Decimal of the same digits beyond what int() converts (written back digit
+    for digit all the same: _exact_numbers)."""
+    try:
+        return int(text)
+    except ValueError:
+        return decimal.Decimal(text)
 
 
 def _exact_float(text):

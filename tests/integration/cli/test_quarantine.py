@@ -344,3 +344,81 @@ def test_database_url_is_required(cli, monkeypatch, tmp_path):
     status, _, err = cli("quarantine", "replay")
     assert status == 2
     assert "DATABASE_URL is not set" in err
+
+
+# --- items no parser reads ---
+
+DEEP_REASON = "not valid JSON: nested deeper than 1024 levels"
+
+
+def deep_event(event_id, depth=1030) -> bytes:
+    """An event whose field `x` takes it to `depth` levels: more than orjson's 1,024."""
+    levels = depth - 1
+    return b'{"type":"open","id":"%s","clientId":1,"created":1,"x":%s%s}' % (
+        event_id.encode(),
+        b"[" * levels,
+        b"]" * levels,
+    )
+
+
+def test_event_nested_too_deeply_stays_until_its_content_is_fixed(cli, client, query, execute):
+    deep = deep_event("deep")
+    batch = b"[" + body(event(id="ok-1"))[1:-1] + b"," + deep + b"]"
+    assert post(client, batch).json == {
+        "received": 2,
+        "stored": 1,
+        "duplicates": 0,
+        "quarantined": 1,
+    }
+    [(row_id, kind, reason, content, resolved, _)] = rows(query)
+    assert (kind, reason, bytes(content), resolved) == ("event", DEEP_REASON, deep, False)
+
+    execute("UPDATE quarantine SET reason = 'an older wording' WHERE id = %s", (row_id,))
+    status, out, _ = cli("quarantine", "replay")
+    assert status == 0
+    assert f"#{row_id} event: still quarantined: {DEEP_REASON}" in out
+    assert query("SELECT reason, resolved_at FROM quarantine") == [(DEEP_REASON, None)]
+    assert [e[0] for e in events(query)] == ["ok-1"]
+
+    # The operator cuts the nesting: the row resolves and the event is stored, once.
+    fixed = event(id="deep", x=[[[]]])
+    execute(
+        "UPDATE quarantine SET content = %s WHERE id = %s", (json.dumps(fixed).encode(), row_id)
+    )
+    status, out, _ = cli("quarantine", "replay")
+    assert status == 0
+    assert f"#{row_id} event: 1 stored, 0 duplicates -> resolved" in out
+    assert [(e[0], e[3]) for e in events(query)] == [("deep", fixed), ("ok-1", event(id="ok-1"))]
+    assert query("SELECT resolution FROM quarantine WHERE id = %s", (row_id,)) == [
+        ("replayed: 1 stored, 0 duplicates",)
+    ]
+
+
+def test_body_kept_whole_for_one_deep_event_stores_the_others_on_replay(cli, query, execute):
+    # An older release answered 400 and kept the whole body for one event nested too deeply.
+    items = [json.dumps(event(id=f"w-{n}")).encode() for n in (1, 2, 3)] + [deep_event("w-4")]
+    whole = b"[" + b",".join(items) + b"]"
+    row_id = insert_row(query, "body", "not valid JSON: depth limit exceeded", whole)
+    kept = f"3 of 4 events valid and stored; not stored: event 4: {DEEP_REASON}"
+    status, out, _ = cli("quarantine", "replay")
+    assert status == 0
+    assert f"#{row_id} body: 3 stored, 0 duplicates, 1 not storable -> still quarantined" in out
+    assert [e[0] for e in events(query)] == ["w-1", "w-2", "w-3"]
+    assert query("SELECT reason, resolved_at FROM quarantine") == [(kept, None)]
+
+    fixed = whole.replace(deep_event("w-4"), json.dumps(event(id="w-4")).encode())
+    execute("UPDATE quarantine SET content = %s WHERE id = %s", (fixed, row_id))
+    assert cli("quarantine", "replay")[0] == 0
+    assert [e[0] for e in events(query)] == ["w-1", "w-2", "w-3", "w-4"]
+    assert query("SELECT resolution FROM quarantine") == [("replayed: 1 stored, 3 duplicates",)]
+
+
+def test_event_with_an_integer_beyond_4300_digits_is_stored_on_replay(cli, query):
+    # Quarantined by an older release, whose parser refused integers of more than 4,300 digits.
+    digits = "6" * 4301
+    content = json.dumps(event(id="big"))[:-1].encode() + b', "big": ' + digits.encode() + b"}"
+    row_id = insert_row(query, "event", "not valid JSON: Exceeds the limit (4300 digits)", content)
+    status, out, _ = cli("quarantine", "replay")
+    assert status == 0
+    assert f"#{row_id} event: 1 stored, 0 duplicates -> resolved" in out
+    assert query("SELECT event_key, payload->>'big' FROM events") == [("big", digits)]

@@ -73,11 +73,12 @@ def test_a_bom_or_a_bare_object_is_stored(client, query, data):
 BAD_BODIES = {
     "invalid-json": (b'[{"type": "open",', "not valid JSON"),
     "not-json": (b"hello", "not valid JSON"),
-    "nan": (b'[{"type": "open", "x": NaN}]', "not valid JSON"),
+    "nan-in-a-bare-object": (b'{"type": "open", "x": NaN}', "not valid JSON"),
+    "unbalanced-brackets": (b'[{"type": "open", "x": [1}]', "not valid JSON"),
+    "text-after-the-list": (b'[{"type": "open"}] and more', "not valid JSON"),
     "scalar": (b"42", "not a list of events"),
     "null": (b"null", "not a list of events"),
-    "deeply-nested": (b"[" * 5000 + b"]" * 5000, "not valid JSON"),
-    "deeply-nested-stdlib": (b"[" * 5000 + b"12345678901234567890" + b"]" * 5000, "not valid JSON"),
+    "deeply-nested-bare-object": (b'{"a":' * 5000 + b"1" + b"}" * 5000, "not valid JSON"),
 }
 
 
@@ -92,6 +93,30 @@ def test_a_bad_body_is_400_and_kept_whole_in_quarantine(client, query, data, rea
     assert reason in stored_reason
     assert content == data
     assert times == 1
+
+
+# One item of a list of sound structure that no parser reads: that item alone is quarantined.
+UNPARSED_ITEMS = {
+    "nan": (b'{"type": "open", "x": NaN}', "not valid JSON"),
+    "single-quotes": (b"{'type': 'open'}", "not valid JSON"),
+    "deeply-nested": (b"[" * 5000 + b"]" * 5000, "nested deeper than 1024 levels"),
+    "deeply-nested-stdlib": (
+        b"[" * 5000 + b"12345678901234567890" + b"]" * 5000,
+        "nested deeper than the recursion limit",
+    ),
+}
+
+
+@pytest.mark.parametrize(("bad", "reason"), UNPARSED_ITEMS.values(), ids=UNPARSED_ITEMS.keys())
+def test_an_item_no_parser_reads_is_quarantined_alone(client, query, bad, reason):
+    data = b"[" + body(event(id="first"))[1:-1] + b", " + bad + b"]"
+    response = post(client, data)
+    assert response.status_code == 200
+    assert response.json == {"received": 2, "stored": 1, "duplicates": 0, "quarantined": 1}
+    assert query("SELECT event_key FROM events") == [("first",)]
+    [(kind, stored_reason, content, times)] = quarantined(query)
+    assert (kind, content, times) == ("event", bad, 1)
+    assert stored_reason.startswith("not valid JSON: ") and reason in stored_reason
 
 
 # Not kept: nothing in it to replay, and `curl --data-binary @missing-file` must leave no junk.

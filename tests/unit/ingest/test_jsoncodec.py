@@ -1,12 +1,26 @@
-"""JSON in and out (receiver.ingest.jsoncodec): decoding, encoding, canonical keys, preserve."""
+"""JSON in and out (receiver.ingest.jsoncodec): decoding, encoding, canonical keys, preserve;
+items no parser reads, the structural scan of a list and the batch-size gate."""
 
 import decimal
 import json
+import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from receiver.ingest import jsoncodec
-from receiver.ingest.jsoncodec import BadBody, Unstorable, canonical, decode_batch, encode, preserve
+from receiver.ingest import jsoncodec, schemas
+from receiver.ingest.jsoncodec import (
+    BadBody,
+    TooManyItems,
+    Unparsed,
+    Unstorable,
+    canonical,
+    decode_batch,
+    encode,
+    item_spans,
+    preserve,
+)
 
 from support import body, event
 
@@ -24,6 +38,15 @@ def with_long_digits(data: bytes) -> bytes:
 
 def nested(depth: int, opener=b"[", closer=b"]") -> bytes:
     return opener * depth + closer * depth
+
+
+def raw(item) -> bytes:
+    return json.dumps(item).encode()
+
+
+def spans(data: bytes) -> list[bytes]:
+    """The top-level items item_spans finds, as bytes."""
+    return [data[start:end] for start, end in item_spans(data)]
 
 
 # --- decode_batch: what is a batch --------------------------------------------------------------
@@ -67,22 +90,32 @@ def test_an_empty_body_is_a_bad_body(data):
         decode_batch(data)
 
 
+# Not a list of sound structure (or not UTF-8): a body cut or mangled in transit, kept whole.
 INVALID_JSON = {
     "unclosed-object": b"{",
     "unclosed-list": b'[{"type": "open"}',
     "trailing-comma": b"[1,]",
-    "single-quotes": b"[{'type': 'open'}]",
+    "leading-comma": b"[,1]",
+    "empty-item": b"[1,,2]",
+    "only-a-comma": b"[ , ]",
+    "single-quotes-bare-object": b"{'type': 'open'}",
     "not-json": b"type=open&clientId=1",
     "html": b"<html>502 Bad Gateway</html>",
     "two-documents": b"[] []",
+    "trailing-garbage": b'[{"type": "open"}] x',
+    "extra-closing-bracket": b'[{"type": "open"}]]',
+    "list-closed-by-a-brace": b'[{"type": "open"}}',
+    "mismatched-brackets": b'[{"a": [1}]]',
     "truncated-string": b'[{"type": "op',
+    "escaped-quote-leaves-string-open": b'[{"type": "open\\"}]',
     "invalid-utf8": b'[{"type": "\xff\xfe"}]',
+    "invalid-utf8-in-a-bad-item": b'[{"type": "\xff"}, NaN]',
     "utf16": json.dumps([event()]).encode("utf-16"),
-    "unquoted-key": b"[{type: 1}]",
-    "invalid-escape": b'["\\x41"]',
+    "unquoted-key-bare-object": b"{type: 1}",
     "long-digits-unclosed": b'[{"clientId": 12345678901234567890',
     "long-digits-invalid-utf8": b'[12345678901234567890, "\xff"]',
     "long-digits-trailing-comma": b"[12345678901234567890,]",
+    "deep-bare-object": nested(1030, b'{"a":', b"}"),
 }
 
 
@@ -90,6 +123,72 @@ INVALID_JSON = {
 def test_invalid_json_is_a_bad_body(data):
     with pytest.raises(BadBody, match="not valid JSON"):
         decode_batch(data)
+
+
+# One item of a list of sound structure that no parser reads: only that item is lost.
+ITEMS_NOT_JSON = {
+    "single-quotes": b"{'type': 'open'}",
+    "unquoted-key": b"{type: 1}",
+    "invalid-escape": b'{"x": "\\x41"}',
+    "short-unicode-escape": b'{"x": "\\u12"}',
+    "raw-control-character": b'{"x": "\x01"}',
+    "nan": b'{"x": NaN}',
+    "missing-comma-between-two-items": b'{"a": 1} {"b": 2}',
+    "nested-1030-lists": b'{"type": "open", "x": ' + nested(1029) + b"}",
+    "nested-1030-objects": b'{"a":' * 1030 + b"0" + b"}" * 1030,
+    "nested-100000": nested(100_000),
+    "nested-1030-with-long-digits": b'{"n": 12345678901234567890, "x": ' + nested(1029) + b"}",
+}
+
+
+@pytest.mark.parametrize("bad", ITEMS_NOT_JSON.values(), ids=ITEMS_NOT_JSON.keys())
+@pytest.mark.parametrize("position", [0, 1, 3])
+def test_an_item_no_parser_reads_is_unparsed_and_the_others_are_parsed(bad, position):
+    items = [raw(event(id="a")), raw(event(id="b")), raw(event(id="c"))]
+    items.insert(position, bad)
+    decoded = decode_batch(b"[" + b", ".join(items) + b"]")
+    assert len(decoded) == 4
+    unparsed = decoded.pop(position)
+    assert decoded == [event(id="a"), event(id="b"), event(id="c")]
+    assert type(unparsed) is Unparsed
+    assert unparsed.raw == bad  # exactly as received
+    assert unparsed.reason.startswith("not valid JSON: ")
+    assert len(unparsed.reason) < 200  # a reason, not the content
+
+
+@pytest.mark.parametrize("depth", [1025, 1030, 5000])
+def test_an_item_nested_too_deeply_says_so(depth):
+    bad = b'{"type": "open", "x": ' + nested(depth - 1) + b"}"
+    [good, unparsed] = decode_batch(b"[" + raw(event()) + b",\n  " + bad + b"\n]")
+    assert good == event()
+    assert unparsed == Unparsed(bad, "not valid JSON: nested deeper than 1024 levels")
+
+
+def test_an_item_within_the_limit_alone_is_parsed_even_if_the_list_is_one_level_too_deep():
+    # 1024 levels is what orjson takes: in the list the body is 1025 deep, the item alone is not.
+    item = nested(1024)
+    [decoded] = decode_batch(b"[" + item + b"]")
+    levels = 1
+    while decoded != []:
+        [decoded] = decoded
+        levels += 1
+    assert levels == 1024
+
+
+def test_blanks_around_an_unparsed_item_are_not_part_of_it():
+    [unparsed, second] = decode_batch(b"[ \t\r\n NaN \n , \n 1 \n ]")
+    assert unparsed.raw == b"NaN"
+    assert second == 1
+
+
+def test_an_unparsed_item_is_an_invalid_event_with_its_reason_and_preserved_as_received():
+    bad = b'{"x": NaN, "y": "\xc3\xa4"}'
+    [unparsed] = decode_batch(b"[" + bad + b"]")
+    assert preserve(unparsed) == bad
+    with pytest.raises(schemas.InvalidEvent) as caught:
+        schemas.validate_event(unparsed)
+    assert str(caught.value) == unparsed.reason
+    assert schemas.validate_batch([event(), unparsed]) is None
 
 
 SCALARS = {
@@ -134,9 +233,12 @@ def test_floats_and_small_integers_are_the_same_on_both_parsers():
 @pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
 @pytest.mark.parametrize("long_digits", [False, True], ids=["orjson", "stdlib"])
 def test_nan_and_infinity_are_rejected(constant, long_digits):
-    data = b'[{"type": "open", "x": ' + constant + b"}]"
+    item = b'{"type": "open", "x": ' + constant + b"}"
+    data = b"[" + item + b"]"
+    decoded = decode_batch(with_long_digits(data) if long_digits else data)
+    assert decoded[0] == Unparsed(item, decoded[0].reason)  # never a float nan or inf
     with pytest.raises(BadBody):
-        decode_batch(with_long_digits(data) if long_digits else data)
+        decode_batch(item)  # a bare object is the whole body
 
 
 @pytest.mark.parametrize(
@@ -254,10 +356,15 @@ def test_encode_is_compact_and_keeps_key_order():
     ("opener", "closer"), [(b"[", b"]"), (b'{"a":', b"}")], ids=["lists", "objects"]
 )
 @pytest.mark.parametrize("long_digits", [False, True], ids=["orjson", "stdlib"])
-def test_deep_nesting_is_a_bad_body_not_a_recursion_error(depth, opener, closer, long_digits):
-    data = b"[" + nested(depth, opener, closer) + b"]"
-    with pytest.raises(BadBody):
-        decode_batch(with_long_digits(data) if long_digits else data)
+def test_deep_nesting_is_an_unparsed_item_not_a_recursion_error(depth, opener, closer, long_digits):
+    item = nested(depth, opener, closer)
+    data = b"[" + item + b"]"
+    decoded = decode_batch(with_long_digits(data) if long_digits else data)
+    assert decoded[0] == Unparsed(item, "not valid JSON: nested deeper than 1024 levels")
+    if opener == b"[":
+        return
+    with pytest.raises(BadBody):  # as a bare object it is the whole body
+        decode_batch(item)
 
 
 def test_encode_of_a_1000_level_payload_is_stored_or_refused_never_crashes():
@@ -370,3 +477,234 @@ def test_events_differing_beyond_double_precision_get_different_keys():
 def test_the_shape_precheck_selects_the_exact_parser_exactly_when_the_full_checks_do(body):
     expected = jsoncodec.has_long_number(body) or jsoncodec.has_tiny_exponent(body)
     assert jsoncodec.needs_exact_parse(body) is expected
+
+
+# --- integers beyond int()'s limit --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("digits", [4301, 10_000, 200_000])
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_integer_of_more_digits_than_int_takes_keeps_every_digit(digits, sign):
+    number = sign + "7" * digits
+    item = f'{{"type":"open","clientId":1,"created":1,"big":{number}}}'.encode()
+    decoded = decode_batch(b"[" + raw(event(id="a")) + b"," + item + b"]")
+    assert decoded[0] == event(id="a")
+    assert decoded[1]["big"] == decimal.Decimal(number)
+    assert encode(decoded[1]) == item  # digit for digit
+    assert preserve(decoded[1]) == item
+    assert canonical(decoded[1]) == (
+        f'{{"big":{number},"clientId":1,"created":1,"type":"open"}}'.encode()
+    )
+
+
+def test_an_integer_within_int_s_limit_stays_an_int_next_to_a_longer_one():
+    [item] = decode_batch(b'[{"a": ' + b"9" * 4300 + b', "b": ' + b"9" * 4301 + b', "c": 1.5}]')
+    assert type(item["a"]) is int and item["a"] == 10**4300 - 1
+    assert type(item["b"]) is decimal.Decimal and item["b"] == 10**4301 - 1
+    assert item["c"] == 1.5
+
+
+def test_the_same_long_integer_gives_the_same_key_in_a_list_and_alone():
+    item = b'{"type": "open", "big": ' + b"3" * 5000 + b"}"
+    in_a_list = decode_batch(b"[" + raw(event()) + b", " + item + b"]")[1]
+    alone = decode_batch(item)[0]
+    split = decode_batch(b"[NaN, " + item + b"]")[1]  # parsed item by item
+    assert canonical(in_a_list) == canonical(alone) == canonical(split)
+
+
+# --- the structural scan of a list (item_spans) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "items"),
+    [
+        (b"[]", []),
+        (b" \r\n\t[ \n ]\t ", []),
+        (b"[1]", [b"1"]),
+        (b"[ 1 , 2\t,\n3 ]", [b"1", b"2", b"3"]),
+        (b'["a,b", "c]d", "e}f{g[h"]', [b'"a,b"', b'"c]d"', b'"e}f{g[h"']),
+        (b'["say \\"hi\\", ok", 2]', [b'"say \\"hi\\", ok"', b"2"]),
+        (b'["ends in a backslash \\\\", "x"]', [b'"ends in a backslash \\\\"', b'"x"']),
+        (b'["\\\\\\"]", 1]', [b'"\\\\\\"]"', b"1"]),  # \\ then \": the string goes on
+        (b'[{"a": [1, 2, {"b": "]}"}]}, [[], {}]]', [b'{"a": [1, 2, {"b": "]}"}]}', b"[[], {}]"]),
+        (b'[{"a,": 1}, {"\\u005d": "\\u0022"}]', [b'{"a,": 1}', b'{"\\u005d": "\\u0022"}']),
+        (b"[NaN, 1 2, {type: x}]", [b"NaN", b"1 2", b"{type: x}"]),  # the parsers judge these
+        ('["ü, 日本", "😀"]'.encode(), ['"ü, 日本"'.encode(), '"😀"'.encode()]),
+        (b"[" + nested(100_000) + b"]", [nested(100_000)]),  # no recursion
+    ],
+    ids=[
+        "empty",
+        "empty-with-blanks",
+        "one",
+        "blanks-around-items",
+        "brackets-and-commas-in-strings",
+        "escaped-quotes",
+        "escaped-backslash-before-closing-quote",
+        "escaped-backslash-then-escaped-quote",
+        "nested",
+        "unicode-escapes",
+        "items-that-are-not-json",
+        "utf8",
+        "deep",
+    ],
+)
+def test_item_spans_finds_each_top_level_item(data, items):
+    assert spans(data) == items
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"  ",
+        b'{"a": 1}',
+        b"1",
+        b"[",
+        b"[1",
+        b"[1,",
+        b"[1,]",
+        b"[,1]",
+        b"[1,,2]",
+        b"[ ]]",
+        b"[1]x",
+        b"[] []",
+        b"[1}",
+        b"[{]}",
+        b"[[}]",
+        b'["abc]',
+        b'["abc\\"]',
+        b'["abc\\',
+        b"[" + nested(100_000)[:-1] + b"]",
+    ],
+)
+def test_item_spans_refuses_a_list_of_unsound_structure(data):
+    with pytest.raises(ValueError):
+        list(item_spans(data))
+
+
+def test_item_spans_yields_each_item_before_looking_further():
+    found = item_spans(b"[1, 2, oops")
+    assert next(found) == (1, 2)
+    assert next(found) == (4, 5)
+    with pytest.raises(ValueError):
+        next(found)
+
+
+# Text full of what the scan must not take for structure: quotes, backslashes, brackets, commas.
+TRICKY_TEXT = st.text(alphabet=st.sampled_from('"\\[]{},: a\n\tü😀\x01'), max_size=12) | st.text(
+    max_size=8
+)
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TRICKY_TEXT,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(TRICKY_TEXT, children, max_size=4)
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    items=st.lists(JSON_VALUES, max_size=6),
+    indent=st.sampled_from([None, 2]),
+    ensure_ascii=st.booleans(),
+)
+def test_item_spans_agrees_with_the_parser_and_refuses_every_cut(items, indent, ensure_ascii):
+    data = json.dumps(items, indent=indent, ensure_ascii=ensure_ascii).encode()
+    assert [json.loads(data[start:end]) for start, end in item_spans(data)] == items
+    for cut in range(len(data)):  # a body cut anywhere is not a list of sound structure
+        with pytest.raises(ValueError):
+            list(item_spans(data[:cut]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(JSON_VALUES, max_size=6), data=st.data())
+def test_one_unreadable_item_anywhere_leaves_the_others_as_parsed(items, data):
+    position = data.draw(st.integers(0, len(items)))
+    parts = [json.dumps(item).encode() for item in items]
+    parts.insert(position, b'{"x": NaN}')
+    decoded = decode_batch(b"[" + b", ".join(parts) + b"]")
+    unparsed = decoded.pop(position)
+    assert type(unparsed) is Unparsed and unparsed.raw == b'{"x": NaN}'
+    assert decoded == items
+
+
+# --- the batch-size gate (max_items) ------------------------------------------------------------
+
+
+def tiny_items(count: int, item: bytes = b"0") -> bytes:
+    return b"[" + b",".join([item] * count) + b"]"
+
+
+def test_max_items_refuses_one_item_too_many():
+    assert decode_batch(tiny_items(100), max_items=100) == [0] * 100
+    with pytest.raises(TooManyItems, match="more than 100 events"):
+        decode_batch(tiny_items(101), max_items=100)
+    assert len(decode_batch(tiny_items(101))) == 101  # no limit given
+
+
+def test_too_many_items_is_not_a_bad_body():
+    assert not issubclass(TooManyItems, BadBody)  # 413, nothing kept; BadBody is quarantined
+    assert issubclass(TooManyItems, ValueError)
+
+
+def test_a_bare_object_is_one_item_whatever_its_commas():
+    item = {"type": "open", "list": list(range(50_000))}
+    assert decode_batch(raw(item), max_items=1) == [item]
+
+
+FOUR_MIB = 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "item",
+    [b"0", b"{}", b"[]", b'""', b"0.5", b'{"a":1}'],
+    ids=["zero", "object", "list", "string", "float", "small-object"],
+)
+def test_a_body_of_tiny_items_is_refused_before_it_is_parsed(item):
+    data = tiny_items(FOUR_MIB // (len(item) + 1), item)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooManyItems, match="more than 100 events"):
+            decode_batch(data, max_items=100)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # Parsed, the list would take 40-150 MB; the scan stops at the 101st item.
+    assert peak < 1_000_000
+
+
+def test_a_long_list_of_sound_structure_is_refused_before_a_bad_item_in_it():
+    # 101 items then a NaN: too many, whatever the parser would say of the rest.
+    data = tiny_items(FOUR_MIB // 2)[:-1] + b",NaN]"
+    with pytest.raises(TooManyItems):
+        decode_batch(data, max_items=100)
+
+
+def test_a_body_cut_before_the_limit_is_still_a_bad_body():
+    data = b"[" + b"[" + b"0," * (FOUR_MIB // 2) + b"0"  # one item, never closed
+    with pytest.raises(BadBody, match="not valid JSON"):
+        decode_batch(data, max_items=100)
+
+
+def test_a_large_batch_within_the_limit_is_scanned_and_parsed():
+    # 100 events each holding a list of 600 numbers: over both gates (bytes and commas), so the
+    # structural scan counts it, finds 100 items and lets it through.
+    events = [event(id=str(n), numbers=[1] * 600, text="a,b]c}" * 20) for n in range(100)]
+    data = json.dumps(events, separators=(",", ":")).encode()
+    assert len(data) > jsoncodec.UNCOUNTED_BYTES_PER_ITEM * 100
+    assert data.count(b",") > jsoncodec.UNSCANNED_COMMAS_PER_ITEM * 100
+    assert decode_batch(data, max_items=100) == events
+    with pytest.raises(TooManyItems):
+        decode_batch(data, max_items=99)
+
+
+def test_too_many_items_among_which_one_no_parser_reads():
+    data = tiny_items(101)[:-1] + b",NaN]"
+    assert len(decode_batch(data, max_items=102)) == 102
+    with pytest.raises(TooManyItems):
+        decode_batch(data, max_items=100)
