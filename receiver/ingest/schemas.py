@@ -21,6 +21,11 @@ BIGINT_MAX = 2**63 - 1
 CREATED_MIN = -62_135_596_800_000
 CREATED_MAX = 253_402_300_799_999
 MAX_EVENT_ID_LENGTH = 512
+# Event keys (receiver.storage.events): an id as it is, a content key as CONTENT_KEY + digest,
+# and an id that starts with either prefix as ESCAPED_ID + id. Each kind of key is then told
+# from the others by its start, so an id never equals another event's content key.
+CONTENT_KEY, ESCAPED_ID = "sha256:", "id:"
+RESERVED = (CONTENT_KEY, ESCAPED_ID)
 MAX_TYPE_LENGTH = 100
 # ASCII digits only, and few enough of them that int() cannot refuse (Python caps conversions
 # at 4300 digits) and the value has a chance to fit: everything else is a validation error.
@@ -295,7 +300,12 @@ def validate_batch(items) -> ValidBatch | None:
         return None
     ids = columns["event_id"]
     try:
-        keys = [event_id or content_key(item) for event_id, item in zip(ids, items, strict=True)]
+        keys = [
+            (ESCAPED_ID + event_id if event_id.startswith(RESERVED) else event_id)
+            if event_id
+            else content_key(item)
+            for event_id, item in zip(ids, items, strict=True)
+        ]
     except jsoncodec.Unstorable:
         return None
     rows = list(
@@ -327,6 +337,8 @@ def load_columns(items) -> dict[str, list]:
 
 def validate_event(item) -> ValidatedEvent:
     """Validate one item into a ValidatedEvent, or raise InvalidEvent."""
+    if type(item) is jsoncodec.Unparsed:  # an item no parser could read: the reason says why
+        raise InvalidEvent(item.reason)
     if not isinstance(item, dict):
         raise InvalidEvent(f"event is a JSON {_json_kind(item)}, not an object")
     try:
@@ -365,13 +377,17 @@ def event_key(item: dict, event_id: str | None) -> str:
     """The idempotency key: Campaign's `id`, or a digest of the event's canonical content.
 
     Events without an id (the documented opens have none) are identified by everything they
-    say, so a re-delivery maps to the same key and two events differing in any field never do."""
-    return event_id or content_key(item)
+    say, so a re-delivery maps to the same key and two events differing in any field never do.
+    An id that begins like a content key (or like an escaped id) is escaped, so that no id can
+    ever take an id-less event's key: two different events are never merged."""
+    if not event_id:
+        return content_key(item)
+    return ESCAPED_ID + event_id if event_id.startswith(RESERVED) else event_id
 
 
 def content_key(item: dict) -> str:
     """The key of an event without an id: SHA-256 of its key-sorted compact JSON."""
-    return "sha256:" + hashlib.sha256(jsoncodec.canonical(item)).hexdigest()
+    return CONTENT_KEY + hashlib.sha256(jsoncodec.canonical(item)).hexdigest()
 
 
 def _describe(messages: dict) -> str:

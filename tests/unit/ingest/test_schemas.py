@@ -265,3 +265,25 @@ def test_a_column_applies_the_validators_declared_on_its_field():
     assert column.deserialize([1, "5"]) == [1, 5]
     with pytest.raises(schemas.ValidationError):
         column.deserialize([1, 9])
+
+
+@pytest.mark.parametrize("reserved", ["sha256:", "id:"])
+def test_an_id_that_looks_like_another_kind_of_key_is_escaped(reserved):
+    """An id `sha256:<hex>` took the key of the id-less event with that digest, which was then
+    answered as a duplicate and never stored: two different events merged."""
+    content = schemas.content_key(OPEN)
+    claimed = reserved + content.removeprefix("sha256:")
+    forger = {**OPEN, "id": claimed}
+    key = schemas.validate_event(forger).event_key
+    assert key == "id:" + claimed
+    assert key != content
+    batch = schemas.validate_batch([OPEN, forger])
+    assert [event.event_key for event in batch.events] == [content, "id:" + claimed]
+    assert batch.events[1].event_id == claimed  # the id itself is stored as sent
+
+
+def test_an_ordinary_id_is_its_own_key():
+    assert (
+        schemas.validate_event({**OPEN, "id": "0a673102-178d27b2"}).event_key == "0a673102-178d27b2"
+    )
+    assert schemas.validate_event({**OPEN, "id": "ids:x"}).event_key == "ids:x"
