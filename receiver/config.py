@@ -17,7 +17,7 @@ class ConfigError(Exception):
 NO_CREDENTIALS = (
     "no credentials configured: set RECEIVER_BASIC_AUTH(_FILE) or RECEIVER_KEY_AUTH(_FILE); "
     "the receiver refuses to accept events from anyone (only the local development mode, "
-    "`receiver serve` without DATABASE_URL, generates some)"
+    "`receiver serve` with nothing configured, or `receiver serve --dev`, generates some)"
 )
 
 
@@ -29,6 +29,16 @@ class KeyAuth:
     value: str
 
 
+def _networks(*texts):
+    return tuple(ipaddress.ip_network(text) for text in texts)
+
+
+# Where the shipped nginx site runs: this host. Its connections to gunicorn come from loopback.
+DEFAULT_TRUSTED_PROXY_IPS = "127.0.0.1 ::1"
+# This host and the private networks, as the nginx site allows /metrics and /readyz.
+DEFAULT_METRICS_ALLOWED_IPS = "127.0.0.0/8 ::1 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7"
+
+
 @dataclass(frozen=True)
 class Config:
     database_url: str
@@ -36,6 +46,12 @@ class Config:
     key_auth: tuple[KeyAuth, ...] = ()
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     trusted_proxies: int = 0
+    trusted_proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _networks(
+        *DEFAULT_TRUSTED_PROXY_IPS.split()
+    )
+    metrics_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _networks(
+        *DEFAULT_METRICS_ALLOWED_IPS.split()
+    )
     max_batch: int = 100
     max_body_bytes: int = 4 * 1024 * 1024
     pool_min_size: int = 1
@@ -83,8 +99,25 @@ SETTINGS = {
     ),
     "RECEIVER_TRUSTED_PROXIES": (
         "How many reverse proxies in front of the receiver append to X-Forwarded-For; the client "
-        "address is taken that many hops from the right. 0 uses the socket's peer address.",
+        "address is taken that many hops from the right, but only from a request whose socket "
+        "peer is one of RECEIVER_TRUSTED_PROXY_IPS. 0 uses the socket's peer address.",
         "0",
+    ),
+    "RECEIVER_TRUSTED_PROXY_IPS": (
+        "The proxies' own addresses, CIDRs or addresses separated by commas or whitespace. "
+        "X-Forwarded-For is believed only when the socket peer is one of them (and the hops "
+        "between count as proxies only if they are too); a request from any other peer is "
+        "judged by the peer's own address, whatever the header says. The default is this host, "
+        "where deploy/nginx/receiver.conf runs.",
+        DEFAULT_TRUSTED_PROXY_IPS,
+    ),
+    "RECEIVER_METRICS_ALLOWED_IPS": (
+        "Who may read /metrics: CIDRs or addresses separated by commas or whitespace, checked "
+        "on the client address as RECEIVER_ALLOWED_IPS is (a scrape straight from a proxy's "
+        "host, without X-Forwarded-For, is judged by its own address); anyone else gets 403. "
+        "The default is this host and the private networks, as deploy/nginx/receiver.conf "
+        "allows. Empty allows any source.",
+        DEFAULT_METRICS_ALLOWED_IPS,
     ),
     "RECEIVER_MAX_BATCH": ("Most events accepted in one POST (Campaign sends at most 100).", "100"),
     "RECEIVER_MAX_BODY_BYTES": ("Largest request body accepted, in bytes.", str(4 * 1024 * 1024)),
@@ -112,9 +145,12 @@ SETTINGS = {
         "2",
     ),
     "RECEIVER_BODY_TIMEOUT": (
-        "Seconds allowed for reading a request body; a slower one is answered 400 `incomplete` "
-        "and its connection closed. RECEIVER_BODY_TIMEOUT + RECEIVER_POOL_TIMEOUT + "
-        "RECEIVER_DATABASE_DEADLINE_MS must stay within 9.5 s, inside the sender's ~10 s.",
+        "Seconds allowed for reading a request's headers (and a TLS handshake), and again for "
+        "its body: headers slower than that get the connection closed, a slower body is "
+        "answered 400 `incomplete`. Every answer comes within 9.5 s of the request's arrival "
+        "whatever the database does: each step takes at most what is left of that; the boot "
+        "refuses RECEIVER_BODY_TIMEOUT + RECEIVER_POOL_TIMEOUT + RECEIVER_DATABASE_DEADLINE_MS "
+        "over 9.5 s, so that one database call after the body always has its full allowance.",
         "1.5",
     ),
     "RECEIVER_RETRY_AFTER": ("Seconds announced in Retry-After on a 503.", "10"),
@@ -144,12 +180,21 @@ def load_config(environ=None) -> Config:
     pool_max = _integer(get, "RECEIVER_POOL_MAX_SIZE", minimum=1)
     if pool_min > pool_max:
         raise ConfigError("RECEIVER_POOL_MIN_SIZE must not exceed RECEIVER_POOL_MAX_SIZE")
+    trusted_proxies = _integer(get, "RECEIVER_TRUSTED_PROXIES", minimum=0)
+    proxy_networks = parse_networks(get("RECEIVER_TRUSTED_PROXY_IPS"), "RECEIVER_TRUSTED_PROXY_IPS")
+    if trusted_proxies and not proxy_networks:
+        # No peer would ever be a proxy: every request would be judged by the proxy's address.
+        raise ConfigError("RECEIVER_TRUSTED_PROXIES needs the proxies' RECEIVER_TRUSTED_PROXY_IPS")
     return Config(
         database_url=database_url,
         basic_auth=basic_auth,
         key_auth=key_auth,
         allowed_networks=parse_networks(get("RECEIVER_ALLOWED_IPS")),
-        trusted_proxies=_integer(get, "RECEIVER_TRUSTED_PROXIES", minimum=0),
+        trusted_proxies=trusted_proxies,
+        trusted_proxy_networks=proxy_networks,
+        metrics_allowed_networks=parse_networks(
+            get("RECEIVER_METRICS_ALLOWED_IPS"), "RECEIVER_METRICS_ALLOWED_IPS"
+        ),
         max_batch=_integer(get, "RECEIVER_MAX_BATCH", minimum=1),
         max_body_bytes=_integer(get, "RECEIVER_MAX_BODY_BYTES", minimum=1024),
         pool_min_size=pool_min,
@@ -160,10 +205,12 @@ def load_config(environ=None) -> Config:
     )
 
 
-# The sender gives up on an answer after about 10 s; what a request may spend reading the body,
-# waiting for a connection and waiting for the database must add up to less, with a margin for
-# the network and our own work. An answer later than that is a timeout the sender retries
-# anyway, after having waited the longest.
+# The sender gives up on an answer after about 10 s. Each request has one deadline, 9.5 s after
+# its arrival (receiver.web.webhook), that every step is capped by: the headers, the body, and
+# each database call (a fresh batch makes two: the re-delivery lookup and the store). The check
+# below makes sure that reading the body, waiting for a connection and one database call at
+# their full bounds fit in that; a second call takes what is left. An answer later than that is
+# a timeout the sender retries anyway, after having waited the longest.
 SENDER_TIMEOUT_SECONDS = 10.0
 BUDGET_MARGIN_SECONDS = 0.5
 # The client-side deadline is the backstop for a silent server; a slow statement must meet the
@@ -249,14 +296,14 @@ def parse_key_auth(text: str, name="RECEIVER_KEY_AUTH") -> tuple[KeyAuth, ...]:
     return tuple(entries)
 
 
-def parse_networks(text: str):
+def parse_networks(text: str, name="RECEIVER_ALLOWED_IPS"):
     """Comma or whitespace separated CIDRs/addresses -> ip_network objects."""
     networks = []
     for item in text.replace(",", " ").split():
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ConfigError(f"RECEIVER_ALLOWED_IPS: {item!r} is not an address or CIDR") from None
+            raise ConfigError(f"{name}: {item!r} is not an address or CIDR") from None
     return tuple(networks)
 
 

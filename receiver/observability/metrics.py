@@ -180,5 +180,6 @@ def render_metrics():
 
 
 def init_app(app):
-    """Expose /metrics (no credentials: Prometheus scrapes it; it holds counts, no data)."""
+    """Expose /metrics (no credentials: Prometheus scrapes it; it holds counts, no data). Only
+    sources in RECEIVER_METRICS_ALLOWED_IPS may read it: receiver.web.auth.guard_metrics."""
     app.add_url_rule("/metrics", "metrics", render_metrics, methods=["GET"])

@@ -1,8 +1,13 @@
-"""Who may post events: Campaign's Basic Auth and keyAuth, and an optional source allow-list.
+"""Who may post events: Campaign's Basic Auth and keyAuth, and an optional source allow-list;
+and who may read /metrics (a source allow-list of its own).
 
 Secrets are compared as SHA-256 digests with `hmac.compare_digest`, against every configured
 credential without stopping at the first match, so neither the timing of a refusal nor its length
 tells an attacker how close a guess was. Secrets are never logged or echoed.
+
+A secret is compared as bytes. HTTP header values arrive as bytes that gunicorn and werkzeug
+decode as Latin-1, so the raw bytes are recovered from the text; a configured secret matches
+them in UTF-8 (what Campaign and most clients send) and, when it can be written so, in Latin-1.
 """
 
 import base64
@@ -11,7 +16,7 @@ import hashlib
 import hmac
 import ipaddress
 
-from flask import current_app
+from flask import current_app, jsonify, request
 
 # The outcome names double as the `reason` label of the auth-failure metric.
 MISSING = "missing"
@@ -24,17 +29,37 @@ class Authenticator:
     """Checks a request's source address and credentials against the configuration."""
 
     def __init__(self, config):
-        self.basic_digests = [_digest(f"{u}:{p}".encode()) for u, p in config.basic_auth]
-        self.key_digests = [(k.header, _digest(k.value.encode())) for k in config.key_auth]
+        self.basic_digests = [
+            digest
+            for user, password in config.basic_auth
+            for digest in _secret_digests(f"{user}:{password}")
+        ]
+        self.key_digests = [(k.header, _secret_digests(k.value)) for k in config.key_auth]
         self.allowed_networks = config.allowed_networks
         self.trusted_proxies = config.trusted_proxies
+        self.trusted_proxy_networks = config.trusted_proxy_networks
+        self.metrics_networks = config.metrics_allowed_networks
 
     def source_allowed(self, request) -> bool:
         """True when no allow-list is set or the client address is on it."""
         if not self.allowed_networks:
             return True
-        address = client_address(request, self.trusted_proxies)
-        return address is not None and any(address in net for net in self.allowed_networks)
+        address = client_address(request, self.trusted_proxies, self.trusted_proxy_networks)
+        return _within(address, self.allowed_networks)
+
+    def metrics_allowed(self, request) -> bool:
+        """True when /metrics may be read from the request's client address.
+
+        As for the webhook, except that a request from a trusted proxy's address carrying no
+        X-Forwarded-For at all is judged by that address: it did not pass through the proxy
+        (which always appends a hop), it comes from the proxy's host itself, as a Prometheus
+        beside nginx scraping 127.0.0.1:8000 does."""
+        if not self.metrics_networks:
+            return True
+        address = client_address(request, self.trusted_proxies, self.trusted_proxy_networks)
+        if address is None and not _forwarded_hops(request):
+            address = _parse_address(request.remote_addr)
+        return _within(address, self.metrics_networks)
 
     def check_credentials(self, request) -> str | None:
         """None when a configured credential matches, else the reason for refusing."""
@@ -44,7 +69,9 @@ class Authenticator:
             value = request.headers.get(header)
             if value is not None:
                 presented = True
-                matched |= hmac.compare_digest(_digest(value.encode()), expected)
+                given = _digest(_header_bytes(value))
+                for candidate in expected:
+                    matched |= hmac.compare_digest(given, candidate)
         if self.basic_digests:
             userpass = _basic_credentials(request.headers.get("Authorization"))
             if userpass is MALFORMED:
@@ -59,25 +86,68 @@ class Authenticator:
         return INVALID if presented else MISSING
 
 
-def client_address(request, trusted_proxies: int):
-    """The client's IP: the socket peer, or the entry `trusted_proxies` hops from the right
-    of X-Forwarded-For. Entries further left were written by the client and can be forged,
-    so they are never read; a header shorter than the proxy count means a proxy was bypassed
-    and yields None (refused)."""
-    if trusted_proxies == 0:
-        text = request.remote_addr
-    else:
-        hops = [h.strip() for h in ",".join(request.headers.getlist("X-Forwarded-For")).split(",")]
-        hops = [h for h in hops if h]
-        if len(hops) < trusted_proxies:
+def client_address(request, trusted_proxies: int, trusted_proxy_networks):
+    """The client's IP, or None (refused).
+
+    The socket peer is the client unless `trusted_proxies` > 0 and the peer is one of
+    `trusted_proxy_networks` (the proxies' own addresses): a peer anywhere else connected
+    directly, and whatever it wrote into X-Forwarded-For is ignored. From a trusted proxy, the
+    header is read from the right: the last `trusted_proxies` - 1 hops were written by the
+    further proxies and must each be a trusted proxy address too, and the hop before them is
+    the client. Hops further left were written by the client and can be forged, so they are
+    never read; fewer hops than proxies, a hop that is not an address or an intermediate hop
+    that is not a trusted proxy mean a proxy was bypassed or lied to: None."""
+    peer = _parse_address(request.remote_addr)
+    if trusted_proxies == 0 or not _within(peer, trusted_proxy_networks):
+        return peer
+    hops = _forwarded_hops(request)
+    if len(hops) < trusted_proxies:
+        return None
+    for hop in hops[len(hops) - trusted_proxies + 1 :]:
+        if not _within(_parse_address(hop), trusted_proxy_networks):
             return None
-        text = hops[-trusted_proxies]
+    return _parse_address(hops[-trusted_proxies])
+
+
+def _forwarded_hops(request) -> list[str]:
+    """The X-Forwarded-For entries, left to right, over repeated headers, blanks dropped."""
+    hops = [h.strip() for h in ",".join(request.headers.getlist("X-Forwarded-For")).split(",")]
+    return [h for h in hops if h]
+
+
+def _parse_address(text):
+    """An ip_address, IPv4-mapped IPv6 as IPv4, or None when `text` is not an address."""
     try:
         address = ipaddress.ip_address(text or "")
     except ValueError:
         return None
     # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; compare them as IPv4.
     return getattr(address, "ipv4_mapped", None) or address
+
+
+def _within(address, networks) -> bool:
+    return address is not None and any(address in network for network in networks)
+
+
+def _header_bytes(value: str) -> bytes:
+    """The bytes a header value was sent as. gunicorn and werkzeug decode them as Latin-1, which
+    maps every byte to one character, so encoding back restores them; a server that decoded
+    otherwise (UTF-8) gave characters Latin-1 cannot hold, and UTF-8 restores those."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
+
+
+def _secret_digests(secret: str) -> tuple[bytes, bytes]:
+    """The digests a configured secret matches: its UTF-8 bytes and its Latin-1 bytes (the
+    UTF-8 digest twice when Latin-1 cannot write it, so that every secret costs the same
+    comparisons)."""
+    utf8 = _digest(secret.encode("utf-8"))
+    try:
+        return utf8, _digest(secret.encode("latin-1"))
+    except UnicodeEncodeError:
+        return utf8, utf8
 
 
 def _basic_credentials(header):
@@ -102,6 +172,14 @@ def get_authenticator() -> Authenticator:
     return current_app.extensions["receiver.auth"]
 
 
+def guard_metrics():
+    """before_request: 403 for /metrics outside RECEIVER_METRICS_ALLOWED_IPS, saying nothing
+    else (the same answer whatever the reason, and the endpoint's content is never produced)."""
+    if request.endpoint != "metrics" or get_authenticator().metrics_allowed(request):
+        return None
+    return jsonify(error="forbidden"), 403
+
+
 def init_app(app, config):
     """Build the authenticator once; refuse to serve without any credential configured."""
     if not config.has_credentials:
@@ -109,3 +187,4 @@ def init_app(app, config):
 
         raise ConfigError(NO_CREDENTIALS)
     app.extensions["receiver.auth"] = Authenticator(config)
+    app.before_request(guard_metrics)

@@ -6,10 +6,12 @@ Data and parsers that only some test files share live in this package's modules
 """
 
 import base64
+import http.client
 import json
 import os
 import pathlib
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -122,6 +124,36 @@ class Gunicorn:
     def stop(self):
         self.process.terminate()
         return self.process.wait(timeout=30)
+
+
+class Client:
+    """HTTP(S) from a chosen loopback source address (requests cannot pick one): loopback has
+    many addresses, so one host plays Campaign, a stranger and a proxy. Header values may be
+    bytes, sent as they are."""
+
+    def __init__(self, port, source="127.0.0.1", cert=None, timeout=30):
+        self.port, self.source, self.cert, self.timeout = port, source, cert, timeout
+
+    def request(self, method, path, body=None, headers=None):
+        if self.cert:
+            context = ssl.create_default_context(cafile=str(self.cert))
+            connection = http.client.HTTPSConnection(
+                "127.0.0.1",
+                self.port,
+                context=context,
+                source_address=(self.source, 0),
+                timeout=self.timeout,
+            )
+        else:
+            connection = http.client.HTTPConnection(
+                "127.0.0.1", self.port, source_address=(self.source, 0), timeout=self.timeout
+            )
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
 
 
 class OwnedPostgres:

@@ -6,13 +6,11 @@ Ubuntu: apt-get install -y prometheus nginx (openssl and systemd are usually the
 The same files checked without running anything: tests/unit/test_deploy.py.
 """
 
-import http.client
 import json
 import os
 import re
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -328,34 +326,6 @@ http {{
 """
 
 
-class Client:
-    """HTTP(S) from a chosen loopback source address (requests cannot pick one)."""
-
-    def __init__(self, port, source="127.0.0.1", cert=None):
-        self.port, self.source, self.cert = port, source, cert
-
-    def request(self, method, path, body=None, headers=None):
-        if self.cert:
-            context = ssl.create_default_context(cafile=str(self.cert))
-            connection = http.client.HTTPSConnection(
-                "127.0.0.1",
-                self.port,
-                context=context,
-                source_address=(self.source, 0),
-                timeout=30,
-            )
-        else:
-            connection = http.client.HTTPConnection(
-                "127.0.0.1", self.port, source_address=(self.source, 0), timeout=30
-            )
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
-
-
 def body_of_size(size):
     """A valid one-event batch of exactly `size` bytes."""
     base = support.body(support.event(id=f"padded-{size}", padding=""))
@@ -367,7 +337,10 @@ def body_of_size(size):
 @needs_openssl
 def test_nginx_terminates_tls_and_forwards_the_client_address(database_url, tmp_path):
     """The shipped site in front of gunicorn, set up as the README says (one trusted proxy, an
-    allow-list). Loopback has many addresses: 127.0.0.5 plays Campaign, 127.0.0.1 a stranger."""
+    allow-list). Loopback has many addresses: 127.0.0.5 plays Campaign, 127.0.0.1 a stranger
+    (on this host, so inside the private allow-lists of /metrics and /readyz), 127.0.0.9 a
+    client that reaches gunicorn without nginx. nginx connects to gunicorn from 127.0.0.1, the
+    trusted proxy address (RECEIVER_TRUSTED_PROXY_IPS' default)."""
     campaign = "127.0.0.5"
     cert, key = make_certificate(tmp_path)
     server = support.Gunicorn(
@@ -390,8 +363,8 @@ def test_nginx_terminates_tls_and_forwards_the_client_address(database_url, tmp_
         assert check.returncode == 0, check.stderr
 
         with running(base, tmp_path / "nginx.out") as nginx:
-            from_campaign = Client(tls_port, campaign, cert)
-            from_stranger = Client(tls_port, "127.0.0.1", cert)
+            from_campaign = support.Client(tls_port, campaign, cert)
+            from_stranger = support.Client(tls_port, "127.0.0.1", cert)
 
             def listening():
                 if nginx.poll() is not None:
@@ -412,6 +385,20 @@ def test_nginx_terminates_tls_and_forwards_the_client_address(database_url, tmp_
             # nginx's request id reached the receiver, which echoes it: one id in both logs.
             assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-Id"])
 
+            # A flood of wrong passwords leaves no half-dead connection in nginx's upstream pool
+            # (`keepalive 4`): each refusal says `Connection: close`, so Campaign's next batch
+            # is never sent on a socket gunicorn no longer reads (the hostile review saw 502s;
+            # tests/system/web/test_webhook.py reproduces the half-dead connection itself).
+            wrong = support.basic(password="wrong")
+            refused = [
+                from_campaign.request("POST", "/webhook", b"[]", wrong)[0] for _ in range(40)
+            ]
+            assert set(refused) == {401}
+            status, _, answer = from_campaign.request(
+                "POST", "/webhook", support.body(support.event(id="after-flood")), support.basic()
+            )
+            assert status == 200, answer
+
             # A stranger forging Campaign's address gets nowhere: the receiver reads the hop
             # nginx appended, not the one the client wrote.
             forged = {**support.basic(), "X-Forwarded-For": campaign}
@@ -419,8 +406,14 @@ def test_nginx_terminates_tls_and_forwards_the_client_address(database_url, tmp_
                 "POST", "/webhook", support.body(support.event(id="y")), forged
             )
             assert status == 403
-            # Nor does going around nginx: no hop at all is refused.
-            status, _, _ = Client(server.port, campaign).request(
+            # Nor does going around nginx: gunicorn believes X-Forwarded-For only on nginx's
+            # connections (from 127.0.0.1); anyone else is judged by its own address.
+            status, _, _ = support.Client(server.port, "127.0.0.9").request(
+                "POST", "/webhook", support.body(support.event(id="z")), forged
+            )
+            assert status == 403
+            # And a connection from nginx's address that did not pass through nginx has no hop.
+            status, _, _ = support.Client(server.port, "127.0.0.1").request(
                 "POST", "/webhook", support.body(support.event(id="z")), support.basic()
             )
             assert status == 403
@@ -440,17 +433,23 @@ def test_nginx_terminates_tls_and_forwards_the_client_address(database_url, tmp_
             # nginx's own HTML page, not the receiver's JSON: refused before gunicorn saw it.
             assert b"<title>413 Request Entity Too Large</title>" in answer
 
-            # Probes are public, /metrics only from this host and private networks, the rest 404.
-            assert from_campaign.request("GET", "/readyz")[0] == 200
+            # /healthz is public; /readyz and /metrics only from this host (127.0.0.1) and
+            # private networks; the rest 404.
+            assert from_campaign.request("GET", "/healthz")[0] == 200
+            assert from_campaign.request("GET", "/readyz")[0] == 403
+            status, _, text = from_stranger.request("GET", "/readyz")
+            assert status == 200
+            assert json.loads(text) == {"status": "ready"}
             status, _, text = from_stranger.request("GET", "/metrics")
             assert status == 200
-            assert b'receiver_events_total{outcome="stored",type="open"} 2.0' in text
+            assert b'receiver_events_total{outcome="stored",type="open"} 3.0' in text
             assert from_campaign.request("GET", "/metrics")[0] == 403
             assert from_campaign.request("GET", "/webhook/../metrics")[0] == 403
+            assert from_campaign.request("GET", "/webhook/../readyz")[0] == 403
             assert from_campaign.request("GET", "/")[0] == 404
 
             # Port 80 only redirects to HTTPS, keeping the method (308).
-            status, headers, _ = Client(http_port, campaign).request(
+            status, headers, _ = support.Client(http_port, campaign).request(
                 "POST", "/webhook", b"[]", support.basic()
             )
             assert status == 308
@@ -527,10 +526,18 @@ def test_systemd_commands_migrate_serve_and_stop_on_sigterm(database_url, tmp_pa
         wait_for_gunicorn(process, log, url)
         batch = support.body(support.event(id="x"))
         # Behind nginx (RECEIVER_TRUSTED_PROXIES=1) the client is the hop nginx appends, and
-        # only Campaign's address is allowed.
+        # only Campaign's address is allowed. The hop is believed on connections from nginx's
+        # address, 127.0.0.1 (RECEIVER_TRUSTED_PROXY_IPS), only: the same header from another
+        # address (127.0.0.5, a client that reached gunicorn directly) is ignored.
         as_nginx = {**support.basic(password=password), "X-Forwarded-For": "193.169.180.1"}
-        answer = support.post(url, batch, as_nginx)
-        assert answer.status_code == 200, answer.text
+        status, _, answer = support.Client(port, "127.0.0.1").request(
+            "POST", "/webhook", batch, as_nginx
+        )
+        assert status == 200, answer
+        status, _, answer = support.Client(port, "127.0.0.5").request(
+            "POST", "/webhook", batch, as_nginx
+        )
+        assert status == 403, answer
         answer = support.post(url, batch, support.basic(password=password))
         assert answer.status_code == 403
 

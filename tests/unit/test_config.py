@@ -38,6 +38,10 @@ def test_only_database_url_gives_the_documented_defaults():
     assert config.key_auth == ()
     assert config.allowed_networks == ()
     assert config.trusted_proxies == 0
+    assert config.trusted_proxy_networks == nets("127.0.0.1/32", "::1/128")
+    assert config.metrics_allowed_networks == nets(
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"
+    )
     assert config.max_batch == 100
     assert config.max_body_bytes == 4 * 1024 * 1024
     assert (config.pool_min_size, config.pool_max_size) == (1, 4)
@@ -164,6 +168,45 @@ def test_invalid_allowed_ip_is_a_config_error_naming_the_entry(bad):
 
     assert "RECEIVER_ALLOWED_IPS" in message
     assert bad in message
+
+
+# --- RECEIVER_TRUSTED_PROXY_IPS and RECEIVER_METRICS_ALLOWED_IPS ---
+
+NETWORK_SETTINGS = [
+    ("RECEIVER_TRUSTED_PROXY_IPS", "trusted_proxy_networks"),
+    ("RECEIVER_METRICS_ALLOWED_IPS", "metrics_allowed_networks"),
+]
+
+
+@pytest.mark.parametrize(("name", "field"), NETWORK_SETTINGS)
+def test_network_settings_are_parsed_like_the_allow_list(name, field):
+    config = load(**{name: "10.0.0.5, 192.168.0.0/16\n2001:db8::/32\t10.1.2.3/8"})
+
+    assert getattr(config, field) == nets(
+        "10.0.0.5/32", "192.168.0.0/16", "2001:db8::/32", "10.0.0.0/8"
+    )
+
+
+@pytest.mark.parametrize(("name", "field"), NETWORK_SETTINGS)
+@pytest.mark.parametrize("bad", ["10.0.0.300", "localhost", "::1/129"])
+def test_invalid_network_setting_is_a_config_error_naming_it_and_the_entry(name, field, bad):
+    message = config_error(**{name: f"127.0.0.1 {bad}"})
+
+    assert name in message
+    assert bad in message
+
+
+def test_empty_metrics_allow_list_allows_any_source():
+    assert load(RECEIVER_METRICS_ALLOWED_IPS=" ").metrics_allowed_networks == ()
+
+
+def test_trusted_proxies_without_any_proxy_address_is_a_config_error():
+    message = config_error(RECEIVER_TRUSTED_PROXIES="1", RECEIVER_TRUSTED_PROXY_IPS="")
+
+    assert "RECEIVER_TRUSTED_PROXIES" in message
+    assert "RECEIVER_TRUSTED_PROXY_IPS" in message
+    # Without proxies the list is not used, and may be empty.
+    assert load(RECEIVER_TRUSTED_PROXY_IPS="").trusted_proxy_networks == ()
 
 
 # --- numeric settings ---

@@ -6,6 +6,7 @@ The same files run for real (promtool, Prometheus, nginx, systemd-analyze, gunic
 tests/system/test_deploy.py.
 """
 
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -222,6 +223,53 @@ def test_nginx_site_matches_the_receiver():
     assert nginx_directives("ssl_protocols") == ["TLSv1.2 TLSv1.3"]
 
 
+def nginx_location(path):
+    """The directives of the site's `location = path { ... }` block (comments dropped)."""
+    text = re.sub(r"#[^\n]*", "", NGINX_SITE.read_text())
+    (body,) = re.findall(rf"location\s+=\s+{re.escape(path)}\s*\{{([^{{}}]*)\}}", text)
+    return [" ".join(d.split()) for d in body.split(";") if d.strip()]
+
+
+def nginx_access(path):
+    """The `allow`/`deny` rules of a location, in order."""
+    return [d for d in nginx_location(path) if d.split()[0] in ("allow", "deny")]
+
+
+def test_nginx_site_opens_only_healthz_and_the_webhook_to_everyone():
+    metrics = nginx_access("/metrics")
+    # /readyz asks the database on every call: the same list as /metrics, not the world.
+    assert nginx_access("/readyz") == metrics
+    assert metrics[-1] == "deny all"
+    allowed = [ipaddress.ip_network(rule.split()[1]) for rule in metrics[:-1]]
+    assert allowed and all(rule.startswith("allow ") for rule in metrics[:-1])
+    for network in allowed:
+        assert network.is_private, network  # this host and private networks only
+    # The receiver's own /metrics list (RECEIVER_METRICS_ALLOWED_IPS) admits at least what nginx
+    # admits, so a scrape nginx lets through is not refused behind it.
+    default = receiver_config.parse_networks(
+        receiver_config.SETTINGS["RECEIVER_METRICS_ALLOWED_IPS"][1]
+    )
+    for network in allowed:
+        assert any(network.subnet_of(d) for d in default if d.version == network.version), network
+    for path in ("/webhook", "/healthz"):
+        assert nginx_access(path) == [], path
+        assert "proxy_pass http://receiver" in nginx_location(path)
+    assert "proxy_pass http://receiver" in nginx_location("/readyz")
+
+
+def test_nginx_connects_from_the_default_trusted_proxy_address():
+    """gunicorn sees nginx's connections come from 127.0.0.1 (the upstream is on loopback), which
+    RECEIVER_TRUSTED_PROXY_IPS trusts by default: X-Forwarded-For is believed from there only."""
+    (upstream,) = nginx_directives("server")
+    host = ipaddress.ip_address(upstream.rsplit(":", 1)[0])
+    assert host.is_loopback
+    default = receiver_config.parse_networks(
+        receiver_config.SETTINGS["RECEIVER_TRUSTED_PROXY_IPS"][1]
+    )
+    assert any(host in network for network in default)
+    assert not any(network.num_addresses > 1 for network in default)  # single addresses
+
+
 # --- systemd ------------------------------------------------------------------------------------
 
 
@@ -265,6 +313,9 @@ def test_env_example_documents_every_setting_with_valid_values():
     config = receiver_config.load_config({**example, "DATABASE_URL": "postgresql:///receiver"})
     assert config.trusted_proxies == 1
     assert [str(n) for n in config.allowed_networks] == ["193.169.180.1/32"]
+    # nginx on this host is the only trusted proxy; /metrics for this host and private networks.
+    assert [str(n) for n in config.trusted_proxy_networks] == ["127.0.0.1/32", "::1/128"]
+    assert ipaddress.ip_network("10.0.0.0/8") in config.metrics_allowed_networks
     # Gunicorn's own variables, at receiver/web/gunicorn_conf.py's defaults.
     assert example["WEB_CONCURRENCY"] == "2" and example["RECEIVER_THREADS"] == "4"
     assert "PORT" not in example  # it would bind 0.0.0.0, beside nginx instead of behind it
@@ -285,6 +336,35 @@ def test_readme_operations_lists_every_metric():
     for family, series in families.items():
         assert listed & (series | {family}), f"README Operations does not list {family}"
     assert listed <= set(exported_series()) | set(families), listed
+
+
+# Settings the README documents in a section of their own rather than in the table.
+DOCUMENTED_ELSEWHERE = {"RECEIVER_RETENTION"}
+
+
+def readme_configuration_rows():
+    """{variable: default cell} of the README's configuration table."""
+    text = README.read_text()
+    section = text[text.index("## Configuration") :]
+    section = section[: section.index("\n## ")]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            for name in re.findall(r"`([A-Z_]+)`", cells[0]):
+                rows[name] = cells[1]
+    return rows
+
+
+def test_readme_configuration_table_has_every_setting_with_its_default():
+    rows = readme_configuration_rows()
+    for name, (_, default) in receiver_config.SETTINGS.items():
+        if name in DOCUMENTED_ELSEWHERE:
+            assert name in README.read_text(), name
+            continue
+        assert name in rows, f"README's configuration table lacks {name}"
+        if default is not None:
+            assert rows[name] == (f"`{default}`" if default else ""), name
 
 
 def test_every_procfile_process_is_a_command_that_exists():

@@ -278,8 +278,11 @@ def test_forwarded_header_is_ignored_without_trusted_proxies(listed_client, quer
 # --- source allow-list behind proxies ---
 
 
-def campaign_only(make_client, proxies):
-    return make_client(allowed_networks=nets(f"{CAMPAIGN}/32"), trusted_proxies=proxies)
+def campaign_only(make_client, count, proxies=None):
+    """Only Campaign allowed, behind `count` proxies whose own addresses are `proxies` (default:
+    the test client's loopback peer, 127.0.0.1, as the configuration's default)."""
+    changes = {} if proxies is None else {"trusted_proxy_networks": proxies}
+    return make_client(allowed_networks=nets(f"{CAMPAIGN}/32"), trusted_proxies=count, **changes)
 
 
 def via_proxy(forwarded_for):
@@ -299,18 +302,49 @@ def test_one_proxy_ignores_a_spoofed_left_entry(make_client, query):
     assert_refused(attempt(client, via_proxy(f"{CAMPAIGN}, 10.9.9.9")), query, status=403)
 
 
-def test_one_proxy_ignores_the_socket_peer(make_client, query):
-    client = campaign_only(make_client, 1)
+def test_one_proxy_ignores_the_socket_peer_when_it_is_the_proxy(make_client, query):
+    client = campaign_only(make_client, 1, proxies=nets(f"{CAMPAIGN}/32"))
 
     response = attempt(client, via_proxy("10.9.9.9"), remote_addr=CAMPAIGN)
 
     assert_refused(response, query, status=403)
 
 
-def test_one_proxy_without_forwarded_header_is_refused(make_client, query):
+def test_forwarded_header_from_a_peer_that_is_not_the_proxy_is_ignored(make_client, query):
+    """A client reaching gunicorn around the proxy cannot claim Campaign's address."""
     client = campaign_only(make_client, 1)
 
+    for peer in ("127.0.0.5", "203.0.113.9", "::2", "::ffff:10.0.0.1"):
+        response = attempt(client, via_proxy(CAMPAIGN), remote_addr=peer)
+        assert_refused(response, query, status=403)
+        assert "WWW-Authenticate" not in response.headers
+    # The same header from the proxy's address (the test client's default 127.0.0.1) is read.
+    assert attempt(client, via_proxy(CAMPAIGN)).status_code == 200
+    assert stored(query) == 1
+
+
+def test_a_peer_that_is_not_the_proxy_is_judged_by_its_own_address(make_client, query):
+    client = campaign_only(make_client, 1)
+
+    response = attempt(client, via_proxy("10.9.9.9"), remote_addr=CAMPAIGN)
+
+    assert response.status_code == 200
+    assert stored(query) == 1
+
+
+def test_an_ipv4_mapped_proxy_peer_is_the_proxy(make_client, query):
+    client = campaign_only(make_client, 1)
+
+    response = attempt(client, via_proxy(CAMPAIGN), remote_addr="::ffff:127.0.0.1")
+
+    assert response.status_code == 200
+
+
+def test_one_proxy_without_forwarded_header_is_refused(make_client, query):
+    client = campaign_only(make_client, 1, proxies=nets(f"{CAMPAIGN}/32"))
+
     assert_refused(attempt(client, basic(), remote_addr=CAMPAIGN), query, status=403)
+    assert_refused(attempt(campaign_only(make_client, 1), basic()), query, status=403)
 
 
 @pytest.mark.parametrize("value", ["", " , ", "not-an-ip", f"{CAMPAIGN}:443"])
@@ -320,8 +354,12 @@ def test_one_proxy_with_unusable_forwarded_entry_is_refused(make_client, query, 
     assert_refused(attempt(client, via_proxy(value)), query, status=403)
 
 
+# A load balancer at 10.0.0.5 in front of nginx on this host.
+BALANCED = nets("127.0.0.1/32", "10.0.0.5/32")
+
+
 def test_two_proxies_use_the_second_entry_from_the_right(make_client, query):
-    client = campaign_only(make_client, 2)
+    client = campaign_only(make_client, 2, BALANCED)
 
     assert_refused(attempt(client, via_proxy(f"{CAMPAIGN}, 1.1.1.1, 10.0.0.5")), query, status=403)
     assert_refused(attempt(client, via_proxy(f"1.1.1.1, 10.0.0.5, {CAMPAIGN}")), query, status=403)
@@ -329,10 +367,115 @@ def test_two_proxies_use_the_second_entry_from_the_right(make_client, query):
     assert stored(query) == 1
 
 
+def test_two_proxies_the_last_hop_must_be_the_further_proxy(make_client, query):
+    """A client that reaches nginx around the balancer writes the hop nginx reads past."""
+    client = campaign_only(make_client, 2, BALANCED)
+
+    assert_refused(attempt(client, via_proxy(f"{CAMPAIGN}, 10.0.0.6")), query, status=403)
+    assert_refused(attempt(client, via_proxy(f"{CAMPAIGN}, garbage")), query, status=403)
+    # Without the balancer among the trusted addresses its hop proves nothing.
+    unknown_balancer = campaign_only(make_client, 2)
+    assert_refused(attempt(unknown_balancer, via_proxy(f"{CAMPAIGN}, 10.0.0.5")), query, 403)
+
+
 def test_two_proxies_with_a_single_forwarded_entry_is_refused(make_client, query):
-    client = campaign_only(make_client, 2)
+    client = campaign_only(make_client, 2, BALANCED)
 
     assert_refused(attempt(client, via_proxy(CAMPAIGN)), query, status=403)
+
+
+# --- non-ASCII secrets: compared as the bytes that were sent ---
+
+PASSPHRASE = "pässwörd€"
+
+
+def as_sent(value: str, encoding="utf-8") -> str:
+    """A header value as gunicorn hands it to the app: the client's bytes read as Latin-1."""
+    return value.encode(encoding).decode("latin-1")
+
+
+def test_non_ascii_key_auth_passphrase_sent_as_utf8_is_accepted(make_client, query):
+    client = make_client(basic_auth=(), key_auth=(KeyAuth("X-Api-Key", PASSPHRASE),))
+
+    assert attempt(client, {"X-Api-Key": as_sent(PASSPHRASE)}).status_code == 200
+    assert stored(query) == 1
+    assert attempt(client, {"X-Api-Key": as_sent("pässwörd€x")}).status_code == 401
+
+
+def test_latin1_key_auth_passphrase_is_accepted_in_utf8_and_latin1(make_client, query):
+    client = make_client(basic_auth=(), key_auth=(KeyAuth("X-Api-Key", "grüße"),))
+
+    assert attempt(client, {"X-Api-Key": as_sent("grüße")}).status_code == 200
+    assert attempt(client, {"X-Api-Key": as_sent("grüße", "latin-1")}).status_code == 200
+    assert attempt(client, {"X-Api-Key": as_sent("grüsse")}).status_code == 401
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_non_ascii_basic_credentials_are_accepted_in_utf8_and_latin1(make_client, query, encoding):
+    client = make_client(basic_auth=(("jürgen", "grüße"),))
+    token = base64.b64encode("jürgen:grüße".encode(encoding)).decode()
+
+    assert attempt(client, raw_basic(token)).status_code == 200
+    assert stored(query) == 1
+
+
+# --- /metrics: only this host and private networks by default ---
+
+
+def scrape(client, remote_addr=None, headers=None):
+    environ = {"REMOTE_ADDR": remote_addr} if remote_addr else {}
+    return client.get("/metrics", headers=headers or {}, environ_base=environ)
+
+
+def assert_metrics_refused(response):
+    assert response.status_code == 403
+    assert response.get_json() == {"error": "forbidden"}
+    assert b"receiver_" not in response.data
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.5", "::1", "10.1.2.3", "fd00::7"])
+def test_metrics_are_served_to_this_host_and_private_networks(client, address):
+    response = scrape(client, address)
+
+    assert response.status_code == 200
+    assert b"# HELP receiver_" in response.data
+
+
+@pytest.mark.parametrize("address", ["203.0.113.9", CAMPAIGN, "2001:db8::1", "::ffff:8.8.8.8"])
+def test_metrics_are_refused_to_public_addresses(client, address):
+    assert_metrics_refused(scrape(client, address))
+    assert client.head("/metrics", environ_base={"REMOTE_ADDR": address}).status_code == 403
+
+
+def test_metrics_refusal_ignores_a_forged_forwarded_header(client):
+    assert_metrics_refused(scrape(client, "203.0.113.9", {"X-Forwarded-For": "127.0.0.1"}))
+
+
+def test_metrics_behind_a_proxy_check_the_forwarded_client(make_client):
+    client = make_client(trusted_proxies=1)
+
+    assert scrape(client, headers={"X-Forwarded-For": "10.0.0.9"}).status_code == 200
+    assert_metrics_refused(scrape(client, headers={"X-Forwarded-For": "203.0.113.9"}))
+    assert_metrics_refused(scrape(client, headers={"X-Forwarded-For": "junk"}))
+    # A Prometheus beside nginx scraping gunicorn directly: no hop, its own address.
+    assert scrape(client).status_code == 200
+
+
+def test_metrics_allow_list_is_configurable(make_client):
+    narrow = make_client(metrics_allowed_networks=nets("127.0.0.1/32"))
+    anyone = make_client(metrics_allowed_networks=())
+
+    assert scrape(narrow, "127.0.0.1").status_code == 200
+    assert_metrics_refused(scrape(narrow, "127.0.0.5"))
+    assert scrape(anyone, "203.0.113.9").status_code == 200
+
+
+def test_the_metrics_allow_list_does_not_touch_the_other_routes(make_client, query):
+    client = make_client(metrics_allowed_networks=nets("10.0.0.0/8"))
+
+    assert client.get("/healthz", environ_base={"REMOTE_ADDR": CAMPAIGN}).status_code == 200
+    assert attempt(client, basic(), remote_addr=CAMPAIGN).status_code == 200
+    assert stored(query) == 1
 
 
 # --- secrets are never echoed ---
