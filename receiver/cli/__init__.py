@@ -18,8 +18,9 @@ from .common import ReceiverGroup
 def cli():
     """The target URL for Optimizely Campaign webhooks: every event in PostgreSQL exactly once.
 
-    Without DATABASE_URL, `receiver serve` runs an embedded PostgreSQL with generated
-    credentials, and the other commands find that database while it runs."""
+    With nothing configured (no DATABASE_URL, credentials or PORT), `receiver serve` runs an
+    embedded PostgreSQL with generated credentials, and the other commands find that database
+    while it runs."""
 
 
 for module in (serve, migrate, maintain, quarantine, simulate, psql, campaign, report):

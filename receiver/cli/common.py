@@ -1,9 +1,9 @@
 """What several commands share: the development state directory, the database to use, errors.
 
-The development mode (`receiver serve` without DATABASE_URL) keeps an embedded PostgreSQL and
-generated credentials in one per-user directory, not in the working directory: `serve` started
-from anywhere finds the same database and credentials, and so do `migrate`, `quarantine`,
-`simulate` and `psql` while it runs.
+The development mode (`receiver serve` with no DATABASE_URL, no credentials and no PORT set, or
+`receiver serve --dev`) keeps an embedded PostgreSQL and generated credentials in one per-user
+directory, not in the working directory: `serve` started from anywhere finds the same database
+and credentials, and so do `migrate`, `quarantine`, `simulate` and `psql` while it runs.
 """
 
 import os

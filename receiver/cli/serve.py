@@ -9,27 +9,54 @@ import sys
 import click
 
 from .. import samples
-from ..config import NO_CREDENTIALS, ConfigError, load_config
+from ..config import NO_CREDENTIALS, ConfigError, load_config, load_credentials
 from ..storage import migrate as migrations
 from . import common
 
 # gunicorn's settings are a module of the package, found by import wherever it is installed.
 GUNICORN_CONFIG = "python:receiver.web.gunicorn_conf"
 
+CREDENTIAL_VARIABLES = (
+    "RECEIVER_BASIC_AUTH",
+    "RECEIVER_BASIC_AUTH_FILE",
+    "RECEIVER_KEY_AUTH",
+    "RECEIVER_KEY_AUTH_FILE",
+)
+# Set without DATABASE_URL, these say "deployment": a platform assigns PORT, and credentials are
+# configured for a sender that expects its events kept, not on one machine's disk.
+DEPLOYMENT_VARIABLES = (*CREDENTIAL_VARIABLES, "PORT")
+
 
 @click.command()
 @click.option("--bind", help="host:port (default $PORT on all interfaces, else 127.0.0.1:8000)")
 @click.option("--workers", type=click.IntRange(min=1), help="gunicorn workers (default 2)")
-def serve(bind, workers):
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="use the embedded development database even though credentials or PORT are set "
+    "(not with DATABASE_URL)",
+)
+def serve(bind, workers, dev):
     """Run the receiver under gunicorn, migrating the database first.
 
-    Without DATABASE_URL (local development) it starts an embedded PostgreSQL in the state
-    directory ($RECEIVER_STATE_DIR, default ~/.local/share/receiver), generates credentials
-    there once and prints them; with DATABASE_URL it requires configured credentials."""
+    With DATABASE_URL it serves that database and requires configured credentials
+    (RECEIVER_BASIC_AUTH, RECEIVER_KEY_AUTH or their _FILE forms).
+
+    With nothing set (no DATABASE_URL, no credentials, no PORT) it runs in development mode: an
+    embedded PostgreSQL in the state directory ($RECEIVER_STATE_DIR, default
+    ~/.local/share/receiver), credentials generated there once, both printed.
+
+    Without DATABASE_URL but with credentials or PORT set (a deployment, whose events would be
+    kept on this machine's disk only) it refuses to start; --dev starts the embedded database
+    anyway, with the configured credentials if there are any."""
     env = dict(os.environ)
+    development = development_mode(env, dev)  # before anything is started or printed
+    configured = set_variables(env, CREDENTIAL_VARIABLES)
+    basic_auth, key_auth = load_credentials(env)  # a malformed one stops the boot here too
+    if not (basic_auth or key_auth) and (configured or not development):
+        raise ConfigError(NO_CREDENTIALS)  # only the development mode generates a pair
     bind = bind or (f"0.0.0.0:{env['PORT']}" if env.get("PORT") else "127.0.0.1:8000")
     ensure_port_free(bind)  # before a banner with credentials promises a receiver there
-    development = not env.get("DATABASE_URL")
     state = common.state_dir(env)
     if development:
         from ..storage.embedded import start_embedded
@@ -38,9 +65,9 @@ def serve(bind, workers):
         env["DATABASE_URL"] = server.get_uri()
     migrations.migrate(env["DATABASE_URL"])
     config = load_config(env)
-    if not config.has_credentials:
-        if not development:
-            raise ConfigError(NO_CREDENTIALS)
+    if development and configured:
+        print_configured_development_banner(state, config, configured, bind, env["DATABASE_URL"])
+    elif development:
         user, password = common.development_credentials(state)
         env["RECEIVER_BASIC_AUTH"] = f"{user}:{password}"
         print_development_banner(state, user, password, bind, env["DATABASE_URL"])
@@ -48,6 +75,36 @@ def serve(bind, workers):
     if workers:
         command += ["--workers", str(workers)]
     return run_forwarding_signals([*command, "receiver:create_app()"], env)
+
+
+def set_variables(env, names) -> list[str]:
+    """Those of `names` set to something other than blanks (empty counts as unset, as for every
+    setting)."""
+    return [name for name in names if env.get(name, "").strip()]
+
+
+def development_mode(env, dev) -> bool:
+    """Whether to run the embedded development database; ConfigError when that is unsafe.
+
+    Development mode is the default only when nothing says "deployment": no DATABASE_URL, no
+    configured credentials, no PORT. `--dev` forces it, and contradicts DATABASE_URL."""
+    if env.get("DATABASE_URL"):
+        if dev:
+            raise ConfigError(
+                "--dev runs the embedded development database, but DATABASE_URL is set: "
+                "drop --dev to serve DATABASE_URL, or unset DATABASE_URL for development"
+            )
+        return False
+    deployment = set_variables(env, DEPLOYMENT_VARIABLES)
+    if deployment and not dev:
+        raise ConfigError(
+            "DATABASE_URL is not set; the embedded development database is not started because "
+            f"{' and '.join(deployment)} {'is' if len(deployment) == 1 else 'are'} set, which "
+            "looks like a deployment, and events acknowledged to Campaign would be kept on this "
+            "machine's disk only: set DATABASE_URL to your PostgreSQL, or pass --dev to use the "
+            "embedded development database anyway"
+        )
+    return True
 
 
 def ensure_port_free(bind):
@@ -68,8 +125,6 @@ def ensure_port_free(bind):
 
 
 def print_development_banner(state, user, password, bind, database_url):
-    host, _, port = bind.rpartition(":")
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host
     sample = samples.path("open-batch.json")
     click.echo(
         "receiver: development mode\n"
@@ -79,11 +134,45 @@ def print_development_banner(state, user, password, bind, database_url):
         f"  DATABASE_URL  {database_url}\n"
         '  SQL           receiver psql   (or: psql "$DATABASE_URL" with the line above)\n'
         "Send the vendor's sample batch:\n"
-        f"  curl -u {user}:{password} --data-binary @{sample} http://{host}:{port}/webhook\n"
+        f"  curl -u {user}:{password} --data-binary @{sample} {webhook_url(bind)}\n"
         "Or a Campaign-like load, checked against the table:\n"
         "  receiver simulate --events 10000 --verify\n"
     )
     sys.stdout.flush()
+
+
+def print_configured_development_banner(state, config, sources, bind, database_url):
+    """The development banner with credentials from the environment: it never shows a secret."""
+    sample = samples.path("open-batch.json")
+    if config.basic_auth:
+        user = config.basic_auth[0][0]
+        send = (
+            "Send the vendor's sample batch (curl asks for the password):\n"
+            f"  curl -u {user} --data-binary @{sample} {webhook_url(bind)}\n"
+            "Or a Campaign-like load, checked against the table:\n"
+            f"  receiver simulate --events 10000 --verify --user {user}"
+            "   (the password in $RECEIVER_SIMULATE_PASSWORD)\n"
+        )
+    else:
+        header = config.key_auth[0].header
+        send = (
+            "Send the vendor's sample batch (with the header's value in place of …):\n"
+            f"  curl -H '{header}: …' --data-binary @{sample} {webhook_url(bind)}\n"
+        )
+    click.echo(
+        "receiver: development mode\n"
+        f"  state         {state.path} (embedded PostgreSQL in pgdata/)\n"
+        f"  credentials   from {' and '.join(sources)} (not shown)\n"
+        f"  DATABASE_URL  {database_url}\n"
+        '  SQL           receiver psql   (or: psql "$DATABASE_URL" with the line above)\n' + send
+    )
+    sys.stdout.flush()
+
+
+def webhook_url(bind):
+    host, _, port = bind.rpartition(":")
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host
+    return f"http://{host}:{port}/webhook"
 
 
 def run_forwarding_signals(command, env) -> int:

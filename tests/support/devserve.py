@@ -63,6 +63,7 @@ def development_env(state_dir, extra=None):
     """The environment of a newcomer: no database, no credentials, a state dir of the test's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RECEIVER_"))}
     env.pop("PYTHONPATH", None)
+    env.pop("PORT", None)  # a platform's PORT says "deployment": serve would refuse (no --dev)
     env["RECEIVER_STATE_DIR"] = str(state_dir)
     env.update(extra or {})
     return env

@@ -1,13 +1,15 @@
 """The first ten minutes: `receiver serve` in development mode and the commands beside it."""
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+import requests
 
-from support import free_port
-from support.devserve import DevServe, development_env
+from support import basic, free_port, post, sample, wait_until
+from support.devserve import DevServe, development_env, read_until
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +103,50 @@ def test_serve_without_credentials_and_with_a_database_refuses(tmp_path, databas
     assert result.returncode == 2
     assert "no credentials configured" in result.stderr
     assert not os.path.exists(tmp_path / "state" / "credentials")
+
+
+def test_serve_dev_with_configured_credentials_uses_them_and_never_prints_the_password(tmp_path):
+    state = tmp_path / "state"
+    secret = "pass word:with a colon"
+    (tmp_path / "basic-auth").write_text(f"tester:{secret}\n")
+    env = development_env(state, {"RECEIVER_BASIC_AUTH_FILE": str(tmp_path / "basic-auth")})
+    env.pop("PORT", None)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "stderr", "w") as stderr:
+        process = subprocess.Popen(
+            [*RECEIVER, "serve", "--dev", "--bind", f"127.0.0.1:{port}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    try:
+        banner = read_until(process.stdout, "receiver simulate")
+        assert banner.startswith("receiver: development mode\n")
+        assert "  credentials   from RECEIVER_BASIC_AUTH_FILE (not shown)\n" in banner
+        assert "curl -u tester --data-binary @" in banner
+        assert "\n  password" not in banner and "pass word" not in banner
+
+        def ready():
+            assert process.poll() is None, f"receiver serve exited with {process.returncode}"
+            try:
+                return requests.get(base + "/readyz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, timeout=40)
+        opens = post(base, sample("open-batch.json"), basic("tester", secret))
+        assert opens.status_code == 200
+        assert opens.json()["stored"] == 1
+        assert post(base, b"[]", basic("tester", "wrong")).status_code == 401
+        count = receiver("psql", "-At", "-c", "SELECT count(*) FROM events", env=env, cwd=tmp_path)
+        assert count.stdout.strip() == "1", count.stderr  # in the embedded database
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        process.stdout.close()
+    assert (state / "pgdata").is_dir()
+    assert not (state / "credentials").exists()  # nothing generated
+    assert "pass word" not in (tmp_path / "stderr").read_text()

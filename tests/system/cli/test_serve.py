@@ -6,9 +6,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import requests
@@ -127,6 +129,105 @@ def test_receiver_serve_refuses_to_start_without_credentials_in_production(datab
     )
     assert result.returncode == 2
     assert "no credentials configured" in result.stderr
+
+
+def deployment_env(tmp_path, **settings):
+    """No DATABASE_URL, no RECEIVER_ setting and no PORT but `settings`; a state dir of its own."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "RECEIVER_")) and k != "PORT"
+    }
+    env["RECEIVER_STATE_DIR"] = str(tmp_path / "state")
+    env.update(settings)
+    return env
+
+
+def serve_until_exit(args, env, cwd, timeout=20):
+    """`receiver serve ARGS`; its exit status, stdout and stderr. A serve still running after
+    `timeout` seconds is stopped (with whatever it started) and fails the test."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "receiver", "serve", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)  # forwarded to gunicorn; the embedded server stops
+        stdout, stderr = process.communicate(timeout=60)
+        raise AssertionError(f"receiver serve still running after {timeout} s:\n{stdout}") from None
+    return process.returncode, stdout, stderr
+
+
+def refuses_as_a_deployment(result, state, port, variables):
+    returncode, stdout, stderr = result
+    assert returncode == 2, stdout + stderr
+    assert stdout == ""
+    [line] = stderr.splitlines()
+    assert line.startswith("receiver: configuration error: DATABASE_URL is not set;")
+    for variable in variables:
+        assert variable in line
+    assert "this machine's disk only" in line
+    assert "set DATABASE_URL" in line and "--dev" in line
+    assert not (state / "pgdata").exists()
+    assert not (state / "credentials").exists()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listening
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("RECEIVER_BASIC_AUTH", "campaign:s3cret-pass"),
+        ("RECEIVER_KEY_AUTH", "X-Api-Key: k"),
+        ("RECEIVER_BASIC_AUTH_FILE", "basic-auth"),
+        ("RECEIVER_KEY_AUTH_FILE", "key-auth"),
+    ],
+)
+def test_serve_with_credentials_and_no_database_url_refuses_to_keep_events_on_its_disk(
+    tmp_path, variable, value
+):
+    (tmp_path / "basic-auth").write_text("campaign:s3cret-pass\n")
+    (tmp_path / "key-auth").write_text("X-Api-Key: k\n")
+    if variable.endswith("_FILE"):
+        value = str(tmp_path / value)
+    env = deployment_env(tmp_path, **{variable: value})
+    port = free_port()
+    started = time.monotonic()
+    result = serve_until_exit(["--bind", f"127.0.0.1:{port}"], env, tmp_path)
+    assert time.monotonic() - started < 15
+    refuses_as_a_deployment(result, tmp_path / "state", port, [variable])
+    assert "s3cret-pass" not in result[1] + result[2]
+
+
+def test_serve_with_port_alone_and_no_database_url_refuses_to_keep_events_on_its_disk(tmp_path):
+    port = free_port()
+    env = deployment_env(tmp_path, PORT=str(port))
+    started = time.monotonic()
+    result = serve_until_exit([], env, tmp_path)
+    assert time.monotonic() - started < 15
+    refuses_as_a_deployment(result, tmp_path / "state", port, ["PORT"])
+
+
+def test_serve_dev_with_database_url_is_an_error_before_anything_else(tmp_path, database_url):
+    env = deployment_env(tmp_path, DATABASE_URL=database_url)
+    with socket.socket() as busy:  # the --dev error comes first, not "cannot listen"
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        returncode, stdout, stderr = serve_until_exit(
+            ["--dev", "--bind", f"127.0.0.1:{port}"], env, tmp_path
+        )
+    assert returncode == 2
+    assert stdout == ""
+    [line] = stderr.splitlines()
+    assert line.startswith("receiver: configuration error: --dev ")
+    assert "DATABASE_URL is set" in line
+    assert not (tmp_path / "state").exists()
 
 
 def test_gunicorn_refuses_to_boot_without_credentials(database_url):
