@@ -9,16 +9,13 @@ Every failure ends up in one of two buckets, because they call for opposite answ
 
 A server that stops answering without closing its connections (stalled disk, frozen VM, dead
 network path) is the one failure PostgreSQL's own statement_timeout cannot catch: the server is
-the silent part. So every call on the request path runs under a client-side deadline kept by a
-watchdog thread, which cuts the connection's socket when the deadline passes; the blocked read
-returns, psycopg raises, and the connection is discarded, never handed out again.
+the silent part. So every call on the request path runs under a client-side deadline kept by the
+watchdog (receiver.watchdog), which cuts the connection's socket when the deadline passes; the
+blocked read returns, psycopg raises, and the connection is discarded, never handed out again.
+That deadline is the call's own bound or what is left of the request's (receiver.deadline),
+whichever ends first.
 """
 
-import contextlib
-import heapq
-import itertools
-import os
-import socket
 import threading
 import time
 
@@ -27,6 +24,8 @@ import psycopg_pool
 from flask import current_app
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool.base import AttemptWithBackoff
+
+from ..watchdog import WATCHDOG
 
 CONTENT_ERROR_CLASSES = ("22", "23", "54")
 # A failed attempt is tried once more on a fresh connection when a pooled connection turns out
@@ -65,89 +64,6 @@ def is_content_error(error: BaseException) -> bool:
     return sqlstate[:2] in CONTENT_ERROR_CLASSES
 
 
-class Alarm:
-    """One armed deadline: the watchdog cuts `target` at `when` unless disarmed first."""
-
-    __slots__ = ("cancelled", "fired", "how", "target", "when")
-
-    def __init__(self, target, how, when):
-        self.target, self.how, self.when = target, how, when
-        self.fired = self.cancelled = False
-
-
-class Watchdog:
-    """A thread per process that cuts the socket of every connection that overran its deadline
-    (database connections; the web layer uses it for client sockets too).
-
-    One thread and a heap rather than a timer thread per call: arming costs microseconds."""
-
-    def __init__(self):
-        self._pid = None
-        self._order = itertools.count()
-        self._start_lock = threading.Lock()
-
-    def _start(self):
-        """(Re)start the thread; after a fork the parent's thread does not exist in the child."""
-        with self._start_lock:
-            if self._pid == os.getpid():
-                return
-            self._cond = threading.Condition()
-            self._heap = []
-            threading.Thread(target=self._run, name="receiver-db-watchdog", daemon=True).start()
-            self._pid = os.getpid()
-
-    def arm(self, target, seconds, how=socket.SHUT_RDWR) -> Alarm:
-        """Cut `target` (anything with a fileno()) in `seconds` unless `disarm` is called first."""
-        if self._pid != os.getpid():
-            self._start()
-        alarm = Alarm(target, how, time.monotonic() + max(seconds, 0.0))
-        with self._cond:
-            heapq.heappush(self._heap, (alarm.when, next(self._order), alarm))
-            # Wake the thread only when this alarm is now the earliest: otherwise it already
-            # sleeps until an earlier deadline and finds this one then. (Waking it on every arm
-            # cost a thread switch and a GIL hand-off, three times a batch: 5% of a worker.)
-            if self._heap[0][2] is alarm:
-                self._cond.notify()
-        return alarm
-
-    def disarm(self, alarm) -> bool:
-        """Stop the alarm; True when it had already fired (the connection is cut)."""
-        with self._cond:  # the same lock as the firing: after this, it never fires
-            alarm.cancelled = True
-            return alarm.fired
-
-    def _run(self):
-        """Sleep until the earliest deadline; cut the connections whose deadline passed."""
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                while self._heap and (self._heap[0][2].cancelled or self._heap[0][0] <= now):
-                    alarm = heapq.heappop(self._heap)[2]
-                    if not alarm.cancelled:
-                        alarm.fired = True
-                        cut(alarm.target, alarm.how)
-                timeout = self._heap[0][0] - now if self._heap else None
-                self._cond.wait(timeout)
-
-
-def cut(target, how=socket.SHUT_RDWR):
-    """Shut `target`'s socket down, so a read blocked on a silent peer returns at once.
-
-    On a duplicate of the descriptor: closing the duplicate leaves the owner's descriptor open
-    (libpq's, gunicorn's), while shutdown() acts on the socket that both share; and a TLS
-    socket's own shutdown() would drop its encryption for the answer still to be written."""
-    try:
-        fd = os.dup(target.fileno())
-    except (OSError, ValueError, psycopg.Error):  # already closed: nothing is blocked on it
-        return
-    # OSError: not connected any more, so the read has returned already.
-    with socket.socket(fileno=fd) as sock, contextlib.suppress(OSError):
-        sock.shutdown(how)
-
-
-WATCHDOG = Watchdog()
-
-
 class DeadlineExceeded(DatabaseUnavailable):
     """The database did not answer within the deadline; the connection was cut."""
 
@@ -155,18 +71,19 @@ class DeadlineExceeded(DatabaseUnavailable):
 def call_with_deadline(conn, seconds, work):
     """`work(conn)` under a deadline; raise DeadlineExceeded if the watchdog had to cut it.
 
-    A call that completed before the cut keeps its result (a commit that returned is a
-    commit), but its connection is closed so that nobody uses the cut socket."""
+    A connection the watchdog cut is closed whatever `work` did, so that the pool discards it
+    and nobody is handed its shut socket; a call that completed before the cut keeps its result
+    (a commit that returned is a commit)."""
     alarm = WATCHDOG.arm(conn, seconds)
     try:
         result = work(conn)
-    except psycopg.Error as error:
+    except BaseException as error:
         if WATCHDOG.disarm(alarm):
             conn.close()
-            raise DeadlineExceeded(f"no answer from the database within {seconds:.1f} s") from error
-        raise
-    except BaseException:
-        WATCHDOG.disarm(alarm)
+            if isinstance(error, psycopg.Error):
+                raise DeadlineExceeded(
+                    f"no answer from the database within {seconds:.1f} s"
+                ) from error
         raise
     if WATCHDOG.disarm(alarm):
         conn.close()
@@ -211,18 +128,20 @@ class ReceiverPool(psycopg_pool.ConnectionPool):
         return super()._add_connection(attempt, growing=growing)
 
 
-def make_pool(config, name="receiver") -> ReceiverPool:
-    """A closed pool for one process; open it after the fork (see `get_pool`)."""
+def make_pool(config, name="receiver", size=None) -> ReceiverPool:
+    """A closed pool for one process; open it after the fork (see `get_pool`). `size`: at
+    most that many connections, opened only when needed (else the configured sizes)."""
     deadline = config.database_deadline_ms / 1000
+    min_size, max_size = (0, size) if size else (config.pool_min_size, config.pool_max_size)
     return ReceiverPool(
         config.database_url,
         deadline_seconds=deadline,
-        min_size=config.pool_min_size,
-        max_size=config.pool_max_size,
+        min_size=min_size,
+        max_size=max_size,
         # Waiting longer than this for a connection means the database is away or overloaded:
         # better a quick 503 than a hang past the sender's ~10 s timeout.
         timeout=config.pool_timeout,
-        max_waiting=config.pool_max_size * 4,
+        max_waiting=max_size * 4,
         # Keep retrying the server forever in the background: it will come back.
         reconnect_timeout=float("inf"),
         open=False,
@@ -248,16 +167,25 @@ def _session_settings(statement_timeout_ms, deadline_seconds):
     return configure
 
 
+# The readiness probe's own pool: one connection at most, so that probes (however many load
+# balancers send them) never take one of the webhook's connections.
+PROBE_POOL_SIZE = 1
+
+
 def init_app(app, config):
-    """Attach a pool that is opened lazily, so each gunicorn worker opens its own after fork."""
+    """Attach the pools, opened lazily, so each gunicorn worker opens its own after the fork:
+    the webhook's, and the readiness probe's."""
     app.extensions["receiver.pool"] = make_pool(config)
+    app.extensions["receiver.probe_pool"] = make_pool(
+        config, name="receiver-probe", size=PROBE_POOL_SIZE
+    )
     app.extensions["receiver.pool_lock"] = threading.Lock()
 
 
-def get_pool(app=None) -> ReceiverPool:
-    """The app's pool, opened on first use in this process."""
+def get_pool(app=None, name="receiver.pool") -> ReceiverPool:
+    """The app's pool (or the one named), opened on first use in this process."""
     app = app or current_app
-    pool = app.extensions["receiver.pool"]
+    pool = app.extensions[name]
     if pool.closed:
         with app.extensions["receiver.pool_lock"]:
             if pool.closed:
@@ -265,9 +193,17 @@ def get_pool(app=None) -> ReceiverPool:
     return pool
 
 
+def get_probe_pool(app=None) -> ReceiverPool:
+    """The readiness probe's pool, opened on first use in this process."""
+    return get_pool(app, "receiver.probe_pool")
+
+
 def close_pool(app):
-    """Close this process's pool (gunicorn's worker_exit hook)."""
-    app.extensions["receiver.pool"].close(timeout=2)
+    """Close this process's pools (gunicorn's worker_exit hook)."""
+    for name in ("receiver.pool", "receiver.probe_pool"):
+        pool = app.extensions[name]
+        if not pool.closed:
+            pool.close(timeout=2)
 
 
 def connect(url, application_name, lock_timeout_ms=None) -> psycopg.Connection:
@@ -295,18 +231,21 @@ def delete_in_batches(conn, statement, horizon, batch=10_000) -> int:
             return total
 
 
-def run_on_connection(pool, work, pool_timeout=None, deadline_seconds=None):
+def run_on_connection(pool, work, pool_timeout=None, deadline_seconds=None, deadline=None):
     """Run `work(conn)` on an autocommit connection; return its result. `work` makes its
     writes atomic: one statement, or `with conn.transaction()`.
 
     The whole call, both attempts included, takes at most the pool's timeout plus its
-    deadline (or the values given). Raises DatabaseUnavailable for transient trouble. Content
+    deadline (or the values given), and never runs past `deadline` (a Deadline: the request's,
+    shared by all its calls). Raises DatabaseUnavailable for transient trouble. Content
     errors escape `work` only when it chose not to handle them, and are raised as they are (a
     bug, not the sender's problem)."""
     pool_timeout = pool.timeout if pool_timeout is None else pool_timeout
     if deadline_seconds is None:  # a plain pool (a command's, a test's) gets the default
         deadline_seconds = getattr(pool, "deadline_seconds", DEFAULT_DEADLINE_SECONDS)
     end = time.monotonic() + pool_timeout + deadline_seconds
+    if deadline is not None:
+        end = min(end, deadline.end)
     for attempt in range(ATTEMPTS):
         try:
             return _attempt(pool, work, pool_timeout, deadline_seconds, end)

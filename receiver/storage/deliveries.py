@@ -40,10 +40,12 @@ def digest(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
 
-def find(pool, body_digest: bytes) -> Delivery | None:
+def find(pool, body_digest: bytes, deadline=None) -> Delivery | None:
     """The earlier delivery of this body, if it was committed whole; DatabaseUnavailable as
-    every other database call of the request."""
-    row = db.run_on_connection(pool, lambda conn: conn.execute(FIND, (body_digest,)).fetchone())
+    every other database call of the request (`deadline`: the request's)."""
+    row = db.run_on_connection(
+        pool, lambda conn: conn.execute(FIND, (body_digest,)).fetchone(), deadline=deadline
+    )
     return Delivery(*row) if row else None
 
 

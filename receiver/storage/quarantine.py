@@ -100,11 +100,13 @@ def keep(conn, rejected):
     )
 
 
-def keep_body(pool, body: bytes, reason: str):
-    """Keep an unparseable body, once however often it is retried."""
+def keep_body(pool, body: bytes, reason: str, deadline=None):
+    """Keep an unparseable body, once however often it is retried (`deadline`: the request's)."""
     from . import db
 
-    db.run_on_connection(pool, lambda conn: keep(conn, [Rejected("body", reason, body)]))
+    db.run_on_connection(
+        pool, lambda conn: keep(conn, [Rejected("body", reason, body)]), deadline=deadline
+    )
 
 
 def list_rows(conn, kind=None, since=None, limit=100, include_resolved=False, with_content=False):

@@ -34,6 +34,22 @@ def test_a_call_past_its_deadline_is_cut_and_its_connection_discarded(slow_pool)
     assert backend_pid(slow_pool) != before  # the cut connection was never handed out again
 
 
+def test_a_connection_cut_while_its_work_was_busy_elsewhere_is_discarded(slow_pool):
+    """The deadline passed while `work` did something else than wait on the database, and it
+    then failed with an error of its own: the cut connection went back to the pool, and the
+    next request was handed a dead socket."""
+
+    def busy_then_failing(conn):
+        conn.execute("SELECT 1")
+        time.sleep(0.8)  # past the pool's 0.5 s deadline: the watchdog cuts the socket
+        raise RuntimeError("not a database error")
+
+    with pytest.raises(RuntimeError):
+        db.run_on_connection(slow_pool, busy_then_failing)
+    with slow_pool.connection(timeout=2) as conn:  # straight from the pool, no retry
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_a_call_within_its_deadline_keeps_its_connection(slow_pool):
     before = backend_pid(slow_pool)
     assert db.run_on_connection(slow_pool, lambda conn: conn.execute("SELECT 1").fetchone()) == (1,)

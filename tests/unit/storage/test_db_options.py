@@ -1,7 +1,4 @@
-"""Connection options the pool adds to DATABASE_URL, and the watchdog that cuts sockets."""
-
-import socket
-import time
+"""Connection options the pool adds to DATABASE_URL, and the pool's reconnection backoff."""
 
 from receiver.config import load_config
 from receiver.storage import db
@@ -25,27 +22,6 @@ def test_what_the_url_sets_is_never_overridden():
     assert not {"keepalives_idle", "tcp_user_timeout", "connect_timeout"} & kwargs.keys()
     assert kwargs["application_name"] == "mine"
     assert kwargs["keepalives_count"] == db.TCP_DEFAULTS["keepalives_count"]
-
-
-def test_the_watchdog_unblocks_a_read_at_the_deadline_and_not_before():
-    ours, peer = socket.socketpair()
-    with ours, peer:
-        alarm = db.WATCHDOG.arm(ours, 0.2)
-        started = time.monotonic()
-        assert ours.recv(10) == b""  # the silent peer never writes; the cut ends the read
-        elapsed = time.monotonic() - started
-        assert db.WATCHDOG.disarm(alarm) is True
-    assert 0.15 < elapsed < 1.0
-
-
-def test_a_disarmed_alarm_never_fires():
-    ours, peer = socket.socketpair()
-    with ours, peer:
-        alarm = db.WATCHDOG.arm(ours, 0.05)
-        assert db.WATCHDOG.disarm(alarm) is False
-        time.sleep(0.15)
-        peer.sendall(b"x")
-        assert ours.recv(10) == b"x"  # still connected
 
 
 def test_reconnection_backoff_is_capped():
