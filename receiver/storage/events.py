@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import orjson
 import psycopg
 
-from ..observability import metrics
 from . import db, quarantine
 from .quarantine import Rejected
 
@@ -223,14 +222,14 @@ def count_stored(groups) -> int:
     return sum(group[3] for group in groups)
 
 
-def store_batch(pool, events, rejected, delivery=None, document=None) -> BatchResult:
+def store_batch(pool, events, rejected, delivery=None, document=None, deadline=None) -> BatchResult:
     """Store valid events and quarantine the rest, atomically; return what was stored.
 
     `events` are schemas.ValidatedEvent; `document`, when validation wrote it, their
     recordset(). Returns only after COMMIT: the caller's 200 must mean the events are durable.
     `delivery`, (body digest, {type label: events}), is recorded with the events when the
     whole batch is stored as events in one statement, and only then: a batch with anything
-    quarantined must take the full path when it comes again."""
+    quarantined must take the full path when it comes again. `deadline`: the request's."""
     if not events and not rejected:
         return BatchResult()
 
@@ -259,10 +258,7 @@ def store_batch(pool, events, rejected, delivery=None, document=None) -> BatchRe
             quarantine.keep(conn, result.rejected)
         return result
 
-    result = db.run_on_connection(pool, write)
-    # Here rather than in the web layer: only this path knows each stored event's client.
-    metrics.observe_stored_clients(result.clients())
-    return result
+    return db.run_on_connection(pool, write, deadline=deadline)
 
 
 def insert_events(conn, events) -> tuple[list, list]:

@@ -24,7 +24,9 @@ bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else "127.0.0.1
 # database round trip with another's Python work; more processes only add contention. Match
 # RECEIVER_POOL_MAX_SIZE to the threads, so a thread never waits for a connection.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"
+# gthread, with a deadline on each request's headers (a client dribbling them no longer holds a
+# thread) and the request's arrival for its one deadline: receiver/web/worker.py.
+worker_class = "receiver.web.worker.ReceiverWorker"
 threads = int(os.environ.get("RECEIVER_THREADS", "4"))
 # A worker silent for this long is killed and replaced; requests are bounded far below it by
 # the pool timeout and statement_timeout.

@@ -92,6 +92,12 @@ def log_request(response):
     }
     counts = g.get("counts") or {}
     fields.update({k: counts[k] for k in COUNT_FIELDS if k in counts})
+    error = g.get("error")
+    if error:
+        # Why it was not a 200: for a 503, the database's trouble (an operator otherwise sees
+        # only `unavailable`). Never content or credentials: the reasons are our own words,
+        # and for a 503 PostgreSQL's or libpq's about a connection, a timeout or a lock.
+        fields["error"] = error
     level = logging.WARNING if response.status_code >= 500 else logging.INFO
     logger.log(level, "request", extra={"fields": fields})
     return response

@@ -61,3 +61,33 @@ def test_every_sub_package_is_packaged():
         if "__pycache__" not in init.parts
     }
     assert on_disk | {"receiver.migrations"} == listed
+
+
+def test_gthread_internals_the_receivers_worker_uses_exist():
+    # receiver.web.worker: the headers' deadline is armed in ThreadWorker.handle once a new
+    # connection's first bytes are there (TConn.wait_for_data, or parked with _DEFER), and
+    # disarmed when handle_request starts.
+    import inspect
+
+    from gunicorn.workers import gthread
+
+    assert list(inspect.signature(gthread.ThreadWorker.handle).parameters) == ["self", "conn"]
+    assert list(inspect.signature(gthread.ThreadWorker.handle_request).parameters) == [
+        "self",
+        "req",
+        "conn",
+    ]
+    assert callable(gthread.TConn.wait_for_data)
+    assert isinstance(gthread.DEFAULT_WORKER_DATA_TIMEOUT, float)
+    assert gthread._DEFER is not None
+    for attribute in ("initialized", "data_ready", "sock"):
+        assert attribute in inspect.getsource(gthread.TConn.__init__)
+
+
+def test_gunicorn_responses_can_be_closed_from_the_app():
+    # receiver.web.client.let_go: start_response is a method of gunicorn's Response, whose
+    # force_close() makes the answer say `Connection: close`.
+    from gunicorn.http.wsgi import Response
+
+    assert callable(Response.force_close)
+    assert callable(Response.start_response)

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
+from receiver.ingest import schemas
 from receiver.storage import db
 
 from support import basic, body, event, post, sample
@@ -190,3 +191,14 @@ def test_every_event_series_exists_before_its_first_event(client):
         for outcome in ("stored", "duplicate", "quarantined"):
             labels = {"type": kind, "outcome": outcome}
             assert REGISTRY.get_sample_value("receiver_events_total", labels) is not None
+
+
+def test_an_id_shaped_like_a_content_key_never_takes_an_id_less_events_place(client, query):
+    """An event whose `id` is the `sha256:<hex>` an id-less event gets as its key made that
+    id-less event a duplicate: answered 200 and never stored."""
+    id_less = event("open", mailId="m-1")
+    forger = event("open", id=schemas.content_key(id_less), mailId="m-2")
+    assert post(client, body(forger)).json["stored"] == 1
+    response = post(client, body(id_less))
+    assert response.json == {"received": 1, "stored": 1, "duplicates": 0, "quarantined": 0}
+    assert sorted(row[0] for row in query("SELECT mail_id FROM events")) == ["m-1", "m-2"]

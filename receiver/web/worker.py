@@ -1,0 +1,78 @@
+"""The gunicorn worker the receiver runs: gthread, plus a deadline on a request's headers, the
+moment each request arrived, and connections closed after a refusal.
+
+gthread hands a connection to a thread once its first bytes are there, and the thread then reads
+the request line and headers blocking: a client sending them a byte every couple of seconds held
+its thread for hours, and 8 such clients held every thread of the default receiver (2 workers x
+4 threads), so Campaign's next batch got no answer. Here a watchdog alarm shuts the connection's
+reading side when its headers (and a TLS handshake) have not arrived within
+RECEIVER_BODY_TIMEOUT: the read returns, gunicorn drops the connection, the thread is free.
+
+The same moment is the request's arrival, from which its one deadline counts
+(receiver.web.webhook): every answer within 9.5 s of it, whatever the database does.
+
+It leans on gthread's internals (ThreadWorker.handle/handle_request, TConn.wait_for_data, the
+_DEFER marker): gunicorn is pinned below its next major version in setup.cfg, and
+tests/unit/test_dependencies.py fails loudly if one of them goes away.
+"""
+
+import socket
+import threading
+import time
+
+from gunicorn.workers import gthread
+
+from ..watchdog import WATCHDOG
+
+_current = threading.local()
+
+
+def arrival() -> float | None:
+    """When this thread's request arrived (time.monotonic()), under this worker; else None."""
+    return getattr(_current, "arrival", None)
+
+
+class _ConnectionSocket:
+    """The connection's socket as the watchdog should see it at the moment it fires: gthread
+    replaces the plain socket by its TLS wrapper during the handshake."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def fileno(self):
+        return self.conn.sock.fileno()
+
+
+class ReceiverWorker(gthread.ThreadWorker):
+    """gthread with a deadline on each request's headers."""
+
+    header_timeout = 1.5  # RECEIVER_BODY_TIMEOUT, set from the app's configuration
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        self.header_timeout = self.wsgi.config["RECEIVER"].body_timeout
+
+    def handle(self, conn):
+        """gthread's handle, with the headers' deadline armed once the first bytes are there."""
+        # gthread's own first step (it skips it for a connection whose data is known to be
+        # there): a new connection that sends nothing is parked without a thread, and costs
+        # nothing until it does. Only then does the clock of its headers start.
+        waiting = not conn.initialized and not conn.data_ready
+        if waiting and not conn.wait_for_data(gthread.DEFAULT_WORKER_DATA_TIMEOUT):
+            return gthread._DEFER
+        _current.arrival = time.monotonic()
+        target = _ConnectionSocket(conn)
+        _current.headers = WATCHDOG.arm(target, self.header_timeout, socket.SHUT_RD)
+        try:
+            return super().handle(conn)
+        finally:
+            WATCHDOG.disarm(_current.headers)
+
+    def handle_request(self, req, conn):
+        """The headers are in: their deadline is over (the body has its own)."""
+        # Cut in the instant between the last header and here: the body reads as cut short and
+        # is answered 400 `incomplete` (the sender retries); a request without one is served.
+        WATCHDOG.disarm(_current.headers)
+        return super().handle_request(req, conn)
