@@ -88,9 +88,9 @@ class Watchdog:
                     self._fire_due()
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
-                except Exception:  # pragma: no cover - a bug of ours; keep watching all the same
+                except Exception:  # a bug of ours; keep watching all the same
                     logger.exception("watchdog: unexpected error, going on")
-                    time.sleep(0.01)
+                    self._cond.wait(0.01)  # lets go of the lock: arm() and disarm() never wait
 
     def _fire_due(self):
         now = time.monotonic()

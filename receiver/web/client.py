@@ -8,6 +8,7 @@ no socket and nothing to bound.
 import socket
 
 from flask import request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected
 
 from ..watchdog import WATCHDOG, cut
@@ -27,6 +28,10 @@ def read_body(timeout) -> bytes:
     alarm = WATCHDOG.arm(client, timeout, socket.SHUT_RD)
     try:
         body = request.get_data(cache=False)
+    except ParseException:
+        # gunicorn's chunked framing broken (a bad chunk size, a chunk without its CRLF), by the
+        # client or by the cut at the deadline: the body is not all there. Not a 500.
+        raise ClientDisconnected() from None
     finally:
         late = WATCHDOG.disarm(alarm)
     if late:  # cut at the deadline: whatever was read may be a fragment

@@ -59,6 +59,11 @@ def receive_batch():
         metrics.AUTH_FAILURES.labels(refusal).inc()
         return refuse("unauthorized", 401, "authentication required", CHALLENGE)
 
+    if not deadline.remaining():
+        # It waited for a thread past its deadline (every thread busy with a slow database):
+        # the sender has given up on this answer already. Not taken: it retries.
+        client.let_go()
+        return answer(batch.Outcome("unavailable", error="no time left after waiting for a thread"))
     try:
         body = client.read_body(deadline.cap(config.body_timeout))
         if len(body) > config.max_body_bytes:

@@ -8,12 +8,15 @@ its thread for hours, and 8 such clients held every thread of the default receiv
 reading side when its headers (and a TLS handshake) have not arrived within
 RECEIVER_BODY_TIMEOUT: the read returns, gunicorn drops the connection, the thread is free.
 
-The same moment is the request's arrival, from which its one deadline counts
-(receiver.web.webhook): every answer within 9.5 s of it, whatever the database does.
+A request's arrival, from which its one deadline counts (receiver.web.webhook: every answer
+within 9.5 s of it, whatever the database does), is when the worker queued its connection for a
+thread, readable: time spent waiting for a free thread counts too. (A new connection is queued
+on accept, before its first bytes; when the thread then has to wait for them, the arrival is
+when they came.)
 
-It leans on gthread's internals (ThreadWorker.handle/handle_request, TConn.wait_for_data, the
-_DEFER marker): gunicorn is pinned below its next major version in setup.cfg, and
-tests/unit/test_dependencies.py fails loudly if one of them goes away.
+It leans on gthread's internals (ThreadWorker.enqueue_req/handle/handle_request/handle_http2,
+TConn.wait_for_data, the _DEFER marker): gunicorn is pinned below its next major version in
+setup.cfg, and tests/unit/test_dependencies.py fails loudly if one of them goes away.
 """
 
 import socket
@@ -54,15 +57,25 @@ class ReceiverWorker(gthread.ThreadWorker):
         super().load_wsgi()
         self.header_timeout = self.wsgi.config["RECEIVER"].body_timeout
 
+    def enqueue_req(self, conn):
+        """gthread's, noting when the connection was queued for a thread (its arrival)."""
+        conn.receiver_queued_at = time.monotonic()
+        super().enqueue_req(conn)
+
     def handle(self, conn):
         """gthread's handle, with the headers' deadline armed once the first bytes are there."""
+        arrival = getattr(conn, "receiver_queued_at", None) or time.monotonic()
         # gthread's own first step (it skips it for a connection whose data is known to be
         # there): a new connection that sends nothing is parked without a thread, and costs
-        # nothing until it does. Only then does the clock of its headers start.
-        waiting = not conn.initialized and not conn.data_ready
-        if waiting and not conn.wait_for_data(gthread.DEFAULT_WORKER_DATA_TIMEOUT):
-            return gthread._DEFER
-        _current.arrival = time.monotonic()
+        # nothing until it does; it may hold this thread no longer than its headers could.
+        if not conn.initialized and not conn.data_ready:
+            waited = time.monotonic()
+            wait = min(self.header_timeout, gthread.DEFAULT_WORKER_DATA_TIMEOUT)
+            if not conn.wait_for_data(wait):
+                return gthread._DEFER
+            if time.monotonic() - waited > 0.001:  # its first bytes came just now
+                arrival = time.monotonic()
+        _current.arrival = arrival
         target = _ConnectionSocket(conn)
         _current.headers = WATCHDOG.arm(target, self.header_timeout, socket.SHUT_RD)
         try:
@@ -72,7 +85,15 @@ class ReceiverWorker(gthread.ThreadWorker):
 
     def handle_request(self, req, conn):
         """The headers are in: their deadline is over (the body has its own)."""
-        # Cut in the instant between the last header and here: the body reads as cut short and
-        # is answered 400 `incomplete` (the sender retries); a request without one is served.
-        WATCHDOG.disarm(_current.headers)
+        if WATCHDOG.disarm(_current.headers):
+            # Cut in the instant between the last header and here: the body reads as cut short
+            # (400 `incomplete`, the sender retries), and the answer must not promise a
+            # keep-alive on a socket that reads nothing more.
+            req.force_close()
         return super().handle_request(req, conn)
+
+    def handle_http2(self, conn):
+        """HTTP/2 (only with http_protocols h2, not the default): its streams are served by
+        gthread without the headers' deadline, which would cut the whole connection."""
+        WATCHDOG.disarm(_current.headers)
+        return super().handle_http2(conn)

@@ -64,9 +64,9 @@ def test_every_sub_package_is_packaged():
 
 
 def test_gthread_internals_the_receivers_worker_uses_exist():
-    # receiver.web.worker: the headers' deadline is armed in ThreadWorker.handle once a new
-    # connection's first bytes are there (TConn.wait_for_data, or parked with _DEFER), and
-    # disarmed when handle_request starts.
+    # receiver.web.worker: the arrival is noted in enqueue_req; the headers' deadline is armed
+    # in ThreadWorker.handle once a new connection's first bytes are there (TConn.wait_for_data,
+    # or parked with _DEFER), and disarmed when handle_request (or handle_http2) starts.
     import inspect
 
     from gunicorn.workers import gthread
@@ -77,7 +77,13 @@ def test_gthread_internals_the_receivers_worker_uses_exist():
         "req",
         "conn",
     ]
+    assert list(inspect.signature(gthread.ThreadWorker.enqueue_req).parameters) == ["self", "conn"]
+    assert list(inspect.signature(gthread.ThreadWorker.handle_http2).parameters) == [
+        "self",
+        "conn",
+    ]
     assert callable(gthread.TConn.wait_for_data)
+    assert not hasattr(gthread.TConn, "__slots__")  # the worker notes the queueing time on it
     assert isinstance(gthread.DEFAULT_WORKER_DATA_TIMEOUT, float)
     assert gthread._DEFER is not None
     for attribute in ("initialized", "data_ready", "sock"):

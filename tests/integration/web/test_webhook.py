@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 from receiver.ingest import schemas
 from receiver.storage import db
+from receiver.web import worker
 
 from support import basic, body, event, post, sample
 
@@ -202,3 +203,18 @@ def test_an_id_shaped_like_a_content_key_never_takes_an_id_less_events_place(cli
     response = post(client, body(id_less))
     assert response.json == {"received": 1, "stored": 1, "duplicates": 0, "quarantined": 0}
     assert sorted(row[0] for row in query("SELECT mail_id FROM events")) == ["m-1", "m-2"]
+
+
+def test_a_request_that_waited_past_its_deadline_for_a_thread_is_503_at_once(client, query):
+    """Its arrival was when gunicorn queued it (receiver.web.worker): the sender has given up."""
+    worker._current.arrival = time.monotonic() - 20  # as if queued 20 s ago
+    try:
+        started = time.monotonic()
+        response = post(client, body(event(id="too-late")))
+        elapsed = time.monotonic() - started
+    finally:
+        del worker._current.arrival
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "10"
+    assert elapsed < 0.5
+    assert count(query) == 0

@@ -136,3 +136,57 @@ def test_clients_reusing_a_connection_after_a_refusal_are_all_answered(
         thread.join(timeout=60)
     assert not errors, errors
     assert statuses == [(401, 200)] * 20
+
+
+def test_a_request_queued_behind_a_slow_database_is_answered_in_time(
+    gunicorn_factory, database_url
+):
+    """One thread, held 9.25 s by a batch on a slow database (the lookup waits 4.8 s on
+    `deliveries`, the store on `events`): the next batch, queued for that thread meanwhile, is
+    answered within 9.5 s of its arrival too, counted from when it was queued (counted from
+    when a thread took it, it was answered after ~12 s)."""
+    server = gunicorn_factory(
+        {"DATABASE_URL": database_url}, workers=1, extra_args=["--threads", "1"]
+    )
+    held = [threading.Event(), threading.Event()]
+    lockers = [
+        threading.Thread(target=hold_lock, args=(database_url, "deliveries", 4.8, held[0])),
+        threading.Thread(target=hold_lock, args=(database_url, "events", 25, held[1])),
+    ]
+    for locker in lockers:
+        locker.start()
+    answers = {}
+
+    def post(name):
+        started = time.monotonic()
+        response = server.post(support.body(support.event(id=name)), timeout=30)
+        answers[name] = (response.status_code, time.monotonic() - started)
+
+    try:
+        assert all(event.wait(10) for event in held)
+        first = threading.Thread(target=post, args=("first",))
+        first.start()
+        time.sleep(2)
+        post("queued")
+        first.join()
+    finally:
+        for locker in lockers:
+            locker.join()
+    assert answers["first"][0] == 503
+    status, elapsed = answers["queued"]
+    assert status == 503
+    assert elapsed < 9.5, elapsed
+
+
+def test_a_malformed_chunked_body_is_400_not_500(gunicorn_factory, database_url):
+    """gunicorn's chunked-framing errors escaped the view as a 500, every retry for 3 days."""
+    server = gunicorn_factory({"DATABASE_URL": database_url}, workers=1)
+    auth = support.basic()["Authorization"]
+    request = (
+        "POST /webhook HTTP/1.1\r\nHost: receiver\r\nTransfer-Encoding: chunked\r\n"
+        f"Authorization: {auth}\r\nConnection: close\r\n\r\nzz\r\n[1]\r\n0\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        head = read_answer(sock)
+    assert head.startswith(b"HTTP/1.1 400"), head
