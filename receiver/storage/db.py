@@ -50,6 +50,9 @@ TCP_DEFAULTS = {
 }
 
 
+# client_connection_check_interval exists from PostgreSQL 14 on.
+CLIENT_CHECK_SINCE = 140000
+
 # RECEIVER_DATABASE_DEADLINE_MS's default, for a pool that was not made by `make_pool`.
 DEFAULT_DEADLINE_SECONDS = 5.5
 
@@ -158,6 +161,12 @@ def _session_settings(statement_timeout_ms, deadline_seconds):
         # A statement that runs longer than this is cancelled and the request answers 503.
         conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
         conn.execute("SET idle_in_transaction_session_timeout = 60000")
+        if conn.info.server_version >= CLIENT_CHECK_SINCE:
+            # A statement whose connection the deadline cut (a request's last call gets only
+            # what is left of its deadline, often less than statement_timeout) would otherwise
+            # go on waiting for its lock on the server, orphaned, while the pool opens another:
+            # a long lock would pile them up to max_connections. PostgreSQL checks each second.
+            conn.execute("SET client_connection_check_interval = 1000")
 
     def configure(conn):
         # Under the deadline too: a server that accepted the connection and then went silent
