@@ -88,8 +88,9 @@ def _take(body, config, pool, deadline, content_encoding) -> Outcome:
     except DecodedTooLarge as error:
         return Outcome("too_large", error=str(error))
     except (UnsupportedEncoding, jsoncodec.BadBody) as error:
-        # Kept as received, so that nothing is lost: after support for the encoding is added,
-        # or the body repaired, `receiver quarantine replay` stores its events.
+        # Kept as received, so that nothing is lost: `receiver quarantine replay` undoes gzip
+        # itself (a body that did not decompress, once repaired), and stores a body of another
+        # encoding once an operator has decoded it into the row.
         quarantine.keep_body(pool, body, str(error), deadline)
         name = "unsupported_encoding" if isinstance(error, UnsupportedEncoding) else "bad_body"
         return Outcome(name, error=str(error), body_quarantined=True)

@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 import psycopg
 
 from ..storage import events, quarantine
-from . import jsoncodec, schemas
+from . import batch, jsoncodec, schemas
 
 LISTED_FAILURES = 5  # failed events named in a body row's reason; the rest are counted
+# A body row that starts with gzip's magic bytes was kept compressed (a corrupt one, or one
+# quarantined before the webhook decompressed gzip): replay undoes it, up to this many bytes.
+GZIP_MAGIC = b"\x1f\x8b"
+REPLAY_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -108,6 +112,11 @@ def evaluate(kind, content: bytes) -> Evaluation:
         document = b"[" + content.removeprefix(jsoncodec.UTF8_BOM) + b"]"
     else:
         document = content
+    if kind == "body" and content.startswith(GZIP_MAGIC):
+        try:
+            document = batch.decode_content(content, "gzip", REPLAY_MAX_BYTES)
+        except (jsoncodec.BadBody, batch.DecodedTooLarge) as error:
+            return Evaluation(0, failures=[(None, str(error))])
     try:
         items = jsoncodec.decode_batch(document)
     except jsoncodec.BadBody as error:

@@ -5,6 +5,7 @@ an UPDATE of the row's content, and a code change is a row whose content is vali
 quarantined with an older reason.
 """
 
+import gzip
 import hashlib
 import json
 
@@ -422,3 +423,23 @@ def test_event_with_an_integer_beyond_4300_digits_is_stored_on_replay(cli, query
     assert status == 0
     assert f"#{row_id} event: 1 stored, 0 duplicates -> resolved" in out
     assert query("SELECT event_key, payload->>'big' FROM events") == [("big", digits)]
+
+
+def test_a_gzip_body_quarantined_whole_is_stored_on_replay(cli, query):
+    # An older release quarantined a gzip body as junk (it did not decompress Content-Encoding).
+    compressed = gzip.compress(json.dumps([event(id="z-1"), event(id="z-2")]).encode())
+    row_id = insert_row(query, "body", "not valid JSON: unexpected character", compressed)
+    status, out, _ = cli("quarantine", "replay")
+    assert status == 0
+    assert f"#{row_id} body: 2 stored, 0 duplicates -> resolved" in out
+    assert [e[0] for e in events(query)] == ["z-1", "z-2"]
+
+
+def test_a_gzip_body_that_does_not_decompress_stays_with_the_reason(cli, query):
+    broken = gzip.compress(json.dumps([event(id="z-3")]).encode())[:-12]
+    row_id = insert_row(query, "body", "compressed body is incomplete", broken)
+    status, out, _ = cli("quarantine", "replay")
+    assert status == 0
+    assert f"#{row_id} body" in out and "still quarantined" in out
+    assert query("SELECT reason FROM quarantine") == [("compressed body is incomplete",)]
+    assert events(query) == []

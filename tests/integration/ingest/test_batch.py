@@ -95,21 +95,26 @@ def test_a_passed_deadline_is_unavailable_without_waiting(config, query):
     assert count(query) == 0
 
 
+def hold_lock(url, table, held, release):
+    with psycopg.connect(url) as conn:
+        conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        held.set()
+        release.wait(10)
+
+
 def test_the_lookup_and_the_store_share_one_deadline(config, database_url, query):
-    """The lookup waits on a locked `deliveries`, the store on locked `events`: together they
-    end at the request's deadline, not at the sum of two calls' bounds."""
-    release = threading.Event()
-    held = threading.Event()
-
-    def hold():
-        with psycopg.connect(database_url) as conn:
-            conn.execute("LOCK TABLE deliveries, events IN ACCESS EXCLUSIVE MODE")
-            held.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert held.wait(5)
+    """The lookup waits 0.6 s on a locked `deliveries`, then the store on a locked `events`:
+    the store gets what is left of the request's 1 s, not a bound of its own (5.5 s)."""
+    held = [threading.Event(), threading.Event()]
+    release = [threading.Event(), threading.Event()]
+    holders = [
+        threading.Thread(target=hold_lock, args=(database_url, table, h, r))
+        for table, h, r in zip(("deliveries", "events"), held, release, strict=True)
+    ]
+    for holder in holders:
+        holder.start()
+    assert all(h.wait(5) for h in held)
+    threading.Timer(0.6, release[0].set).start()
     pool = db.make_pool(config)  # statement timeout 5 s and deadline 5.5 s: each call alone
     pool.open(wait=True)
     try:
@@ -119,8 +124,12 @@ def test_the_lookup_and_the_store_share_one_deadline(config, database_url, query
         )
         elapsed = time.monotonic() - started
     finally:
-        release.set()
-        holder.join()
+        for event_ in release:
+            event_.set()
+        for holder in holders:
+            holder.join()
         pool.close()
     assert outcome.name == "unavailable"
+    # The store's own deadline was what was left after the lookup (about 0.4 s), not 1 s.
+    assert outcome.error.startswith("no answer from the database within 0."), outcome.error
     assert 0.9 < elapsed < 1.5
