@@ -35,8 +35,12 @@ def _networks(*texts):
 
 # Where the shipped nginx site runs: this host. Its connections to gunicorn come from loopback.
 DEFAULT_TRUSTED_PROXY_IPS = "127.0.0.1 ::1"
-# This host and the private networks, as the nginx site allows /metrics and /readyz.
-DEFAULT_METRICS_ALLOWED_IPS = "127.0.0.0/8 ::1 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7"
+# This host only: closed by default. Behind a platform's router (a Procfile deployment, a
+# Kubernetes Service with SNAT) every internet client arrives from a private address, so the
+# private networks are opened by the deployment that wants them (deploy/systemd/receiver.env.example
+# opens what the nginx site allows).
+DEFAULT_METRICS_ALLOWED_IPS = "127.0.0.0/8 ::1"
+PRIVATE_NETWORKS = "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7"
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,9 @@ SETTINGS = {
         "Who may read /metrics: CIDRs or addresses separated by commas or whitespace, checked "
         "on the client address as RECEIVER_ALLOWED_IPS is (a scrape straight from a proxy's "
         "host, without X-Forwarded-For, is judged by its own address); anyone else gets 403. "
-        "The default is this host and the private networks, as deploy/nginx/receiver.conf "
-        "allows. Empty allows any source.",
+        "The default is this host only; add your Prometheus' network (the systemd example, "
+        "which goes with the nginx site, adds the private networks as nginx does). Empty "
+        "allows any source.",
         DEFAULT_METRICS_ALLOWED_IPS,
     ),
     "RECEIVER_MAX_BATCH": ("Most events accepted in one POST (Campaign sends at most 100).", "100"),
@@ -150,7 +155,7 @@ SETTINGS = {
         "answered 400 `incomplete`. Every answer comes within 9.5 s of the request's arrival "
         "whatever the database does: each step takes at most what is left of that; the boot "
         "refuses RECEIVER_BODY_TIMEOUT + RECEIVER_POOL_TIMEOUT + RECEIVER_DATABASE_DEADLINE_MS "
-        "over 9.5 s, so that one database call after the body always has its full allowance.",
+        "over 9.5 s: bounds that could never all be used in time.",
         "1.5",
     ),
     "RECEIVER_RETRY_AFTER": ("Seconds announced in Retry-After on a 503.", "10"),
@@ -208,9 +213,9 @@ def load_config(environ=None) -> Config:
 # The sender gives up on an answer after about 10 s. Each request has one deadline, 9.5 s after
 # its arrival (receiver.web.webhook), that every step is capped by: the headers, the body, and
 # each database call (a fresh batch makes two: the re-delivery lookup and the store). The check
-# below makes sure that reading the body, waiting for a connection and one database call at
-# their full bounds fit in that; a second call takes what is left. An answer later than that is
-# a timeout the sender retries anyway, after having waited the longest.
+# below refuses bounds for the body, the pool wait and one database call that could not all be
+# used within that; whatever the bounds, a later step takes only what is left. An answer later
+# than that is a timeout the sender retries anyway, after having waited the longest.
 SENDER_TIMEOUT_SECONDS = 10.0
 BUDGET_MARGIN_SECONDS = 0.5
 # The client-side deadline is the backstop for a silent server; a slow statement must meet the

@@ -15,9 +15,13 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import logging
 
 from flask import current_app, jsonify, request
 
+logger = logging.getLogger("receiver.auth")
+# Peers warned about (a bounded set: a scan from many addresses must not grow it for ever).
+MAX_WARNED_PEERS = 100
 # The outcome names double as the `reason` label of the auth-failure metric.
 MISSING = "missing"
 MALFORMED = "malformed"
@@ -39,13 +43,31 @@ class Authenticator:
         self.trusted_proxies = config.trusted_proxies
         self.trusted_proxy_networks = config.trusted_proxy_networks
         self.metrics_networks = config.metrics_allowed_networks
+        self._warned_peers = set()
 
     def source_allowed(self, request) -> bool:
         """True when no allow-list is set or the client address is on it."""
         if not self.allowed_networks:
             return True
         address = client_address(request, self.trusted_proxies, self.trusted_proxy_networks)
-        return _within(address, self.allowed_networks)
+        allowed = _within(address, self.allowed_networks)
+        if not allowed and self.trusted_proxies and _forwarded_hops(request):
+            self._warn_untrusted_proxy(request)
+        return allowed
+
+    def _warn_untrusted_proxy(self, request):
+        """Say once per peer when X-Forwarded-For was ignored because the peer is no trusted
+        proxy: after an upgrade, a load balancer missing from RECEIVER_TRUSTED_PROXY_IPS turns
+        every batch of Campaign's into a 403, and this line says why."""
+        peer = request.remote_addr
+        if peer in self._warned_peers or len(self._warned_peers) >= MAX_WARNED_PEERS:
+            return
+        self._warned_peers.add(peer)
+        logger.warning(
+            "X-Forwarded-For from %s ignored: not in RECEIVER_TRUSTED_PROXY_IPS; if it is your "
+            "proxy or load balancer, add its address there",
+            peer,
+        )
 
     def metrics_allowed(self, request) -> bool:
         """True when /metrics may be read from the request's client address.
@@ -96,9 +118,13 @@ def client_address(request, trusted_proxies: int, trusted_proxy_networks):
     further proxies and must each be a trusted proxy address too, and the hop before them is
     the client. Hops further left were written by the client and can be forged, so they are
     never read; fewer hops than proxies, a hop that is not an address or an intermediate hop
-    that is not a trusted proxy mean a proxy was bypassed or lied to: None."""
+    that is not a trusted proxy mean a proxy was bypassed or lied to: None.
+
+    A peer without an address is a Unix socket (gunicorn bound to `unix:…`), which only this
+    host can reach: with `trusted_proxies` > 0 it is the proxy."""
     peer = _parse_address(request.remote_addr)
-    if trusted_proxies == 0 or not _within(peer, trusted_proxy_networks):
+    unix_socket = not request.remote_addr
+    if trusted_proxies == 0 or not (unix_socket or _within(peer, trusted_proxy_networks)):
         return peer
     hops = _forwarded_hops(request)
     if len(hops) < trusted_proxies:

@@ -39,9 +39,7 @@ def test_only_database_url_gives_the_documented_defaults():
     assert config.allowed_networks == ()
     assert config.trusted_proxies == 0
     assert config.trusted_proxy_networks == nets("127.0.0.1/32", "::1/128")
-    assert config.metrics_allowed_networks == nets(
-        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"
-    )
+    assert config.metrics_allowed_networks == nets("127.0.0.0/8", "::1/128")
     assert config.max_batch == 100
     assert config.max_body_bytes == 4 * 1024 * 1024
     assert (config.pool_min_size, config.pool_max_size) == (1, 4)

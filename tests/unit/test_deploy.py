@@ -36,7 +36,14 @@ from support.deploy import (
 
 SECRETS = {"DATABASE_URL", "RECEIVER_BASIC_AUTH", "RECEIVER_KEY_AUTH"}
 # The two settings the example sets away from their defaults, to go with the nginx site.
-BEHIND_NGINX = {"RECEIVER_TRUSTED_PROXIES": "1", "RECEIVER_ALLOWED_IPS": "193.169.180.1"}
+BEHIND_NGINX = {
+    "RECEIVER_TRUSTED_PROXIES": "1",
+    "RECEIVER_ALLOWED_IPS": "193.169.180.1",
+    # /metrics for this host and the private networks, as the nginx site allows.
+    "RECEIVER_METRICS_ALLOWED_IPS": (
+        f"{receiver_config.DEFAULT_METRICS_ALLOWED_IPS} {receiver_config.PRIVATE_NETWORKS}"
+    ),
+}
 
 
 # --- Metric names in PromQL -------------------------------------------------------------------
@@ -244,13 +251,18 @@ def test_nginx_site_opens_only_healthz_and_the_webhook_to_everyone():
     assert allowed and all(rule.startswith("allow ") for rule in metrics[:-1])
     for network in allowed:
         assert network.is_private, network  # this host and private networks only
-    # The receiver's own /metrics list (RECEIVER_METRICS_ALLOWED_IPS) admits at least what nginx
-    # admits, so a scrape nginx lets through is not refused behind it.
+    # The receiver's own /metrics list in the settings that go with the site (the systemd
+    # example) admits at least what nginx admits, so a scrape nginx lets through is not refused
+    # behind it; its default (no setting) is this host only.
+    configured = receiver_config.parse_networks(
+        env_file(ENV_EXAMPLE)["RECEIVER_METRICS_ALLOWED_IPS"]
+    )
+    for network in allowed:
+        assert any(network.subnet_of(c) for c in configured if c.version == network.version)
     default = receiver_config.parse_networks(
         receiver_config.SETTINGS["RECEIVER_METRICS_ALLOWED_IPS"][1]
     )
-    for network in allowed:
-        assert any(network.subnet_of(d) for d in default if d.version == network.version), network
+    assert all(network.is_loopback for network in default)
     for path in ("/webhook", "/healthz"):
         assert nginx_access(path) == [], path
         assert "proxy_pass http://receiver" in nginx_location(path)

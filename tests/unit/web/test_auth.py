@@ -4,6 +4,7 @@ and the comparison of presented credentials with the configured ones."""
 
 import base64
 import ipaddress
+import logging
 
 import pytest
 from werkzeug.test import EnvironBuilder
@@ -51,7 +52,7 @@ def test_ipv4_mapped_peer_address_matches_an_ipv4_allow_list():
     assert client_address(request, 0, LOOPBACK) == ip("193.169.180.1")
 
 
-@pytest.mark.parametrize("peer", ["", "garbage", "unix:/run/receiver.sock"])
+@pytest.mark.parametrize("peer", ["garbage", "unix:/run/receiver.sock"])
 def test_client_address_of_an_unparsable_peer_is_none(peer):
     assert client_address(request_with(remote_addr=peer), 0, LOOPBACK) is None
     assert client_address(request_with(forwarded("1.2.3.4"), remote_addr=peer), 1, LOOPBACK) is None
@@ -195,22 +196,26 @@ def authenticator(**changes):
         ("127.0.0.1", True),
         ("127.0.0.5", True),
         ("::1", True),
-        ("10.2.3.4", True),
-        ("172.31.0.1", True),
-        ("192.168.1.1", True),
-        ("fd00::1", True),
-        ("::ffff:192.168.1.1", True),
+        ("::ffff:127.0.0.1", True),
+        # Closed by default even to private networks: behind a platform's router every
+        # client comes from one (a deployment opens them: RECEIVER_METRICS_ALLOWED_IPS).
+        ("10.2.3.4", False),
+        ("172.31.0.1", False),
+        ("192.168.1.1", False),
+        ("fd00::1", False),
+        ("::ffff:192.168.1.1", False),
         ("172.32.0.1", False),
         ("193.169.180.1", False),
         ("2001:db8::1", False),
     ],
 )
-def test_metrics_default_allows_this_host_and_private_networks(peer, allowed):
+def test_metrics_default_allows_this_host_only(peer, allowed):
     assert authenticator().metrics_allowed(request_with(remote_addr=peer)) is allowed
 
 
 def test_metrics_behind_a_proxy_checks_the_forwarded_client():
-    auth = authenticator(trusted_proxies=1)
+    private = nets("127.0.0.0/8", "10.0.0.0/8")
+    auth = authenticator(trusted_proxies=1, metrics_allowed_networks=private)
 
     assert auth.metrics_allowed(request_with(forwarded("10.0.0.9")))
     assert not auth.metrics_allowed(request_with(forwarded("203.0.113.9")))
@@ -348,3 +353,43 @@ def test_every_configured_secret_costs_the_same_comparisons():
 
     assert len(auth.basic_digests) == 6
     assert [len(digests) for _, digests in auth.key_digests] == [2, 2]
+
+
+# --- a Unix socket, and the warning for an ignored X-Forwarded-For ---
+
+
+def test_a_unix_socket_peer_is_the_proxy_when_there_are_proxies():
+    """gunicorn bound to unix:/run/... behind nginx: REMOTE_ADDR is empty, and only this host
+    can connect, so the peer is the proxy (before: every batch refused)."""
+    trusted = nets("127.0.0.1/32")
+    unix = request_with(forwarded("193.169.180.1"), remote_addr="")
+    assert client_address(unix, 1, trusted) == ipaddress.ip_address("193.169.180.1")
+    assert client_address(request_with(remote_addr=""), 1, trusted) is None  # no hop: refused
+    assert client_address(unix, 0, trusted) is None  # no proxies: no address to judge
+
+
+class Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_an_ignored_forwarded_header_is_logged_once_per_peer():
+    auth = authenticator(
+        trusted_proxies=1, allowed_networks=nets("193.169.180.1/32"), trusted_proxy_networks=()
+    )
+    handler, logger = Collect(), logging.getLogger("receiver.auth")
+    logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            request = request_with(forwarded("193.169.180.1"), remote_addr="10.0.0.7")
+            assert not auth.source_allowed(request)
+        assert not auth.source_allowed(request_with(remote_addr="10.0.0.8"))  # no header
+    finally:
+        logger.removeHandler(handler)
+    warnings = [r.getMessage() for r in handler.records]
+    assert len(warnings) == 1
+    assert "10.0.0.7" in warnings[0] and "RECEIVER_TRUSTED_PROXY_IPS" in warnings[0]
