@@ -14,20 +14,32 @@ thread, readable: time spent waiting for a free thread counts too. (A new connec
 on accept, before its first bytes; when the thread then has to wait for them, the arrival is
 when they came.)
 
-It leans on gthread's internals (ThreadWorker.enqueue_req/handle/handle_request/handle_http2,
-TConn.wait_for_data, the _DEFER marker): gunicorn is pinned below its next major version in
-setup.cfg, and tests/unit/test_dependencies.py fails loudly if one of them goes away.
+A connection that is done is closed in the worker's thread too, lingering at most 0.5 s for the
+client's unread bytes; gthread closes it in its main thread, lingering up to 2 s, and clients
+that go on sending after a refusal stalled the accept loop (16 dribblers: a real batch waited
+5 s for its connection to be accepted).
+
+It leans on gthread's internals (ThreadWorker.enqueue_req/handle/handle_request/handle_http2/
+finish_request, nr_conns, TConn.wait_for_data, the _DEFER marker, util.close_graceful):
+gunicorn is pinned below its next major version in setup.cfg, and
+tests/unit/test_dependencies.py fails loudly if one of them goes away.
 """
 
 import socket
 import threading
 import time
 
+from gunicorn import util
 from gunicorn.workers import gthread
 
 from ..watchdog import WATCHDOG
 
 _current = threading.local()
+# How long a closing connection's unread bytes are drained before it is closed (gunicorn's
+# graceful close, RFC 9112 9.6, so that the last answer is not cut by a reset), here in the
+# worker's thread: gthread does it in its main thread, for up to 2 s per connection, and a
+# client that keeps sending after being refused or cut stalled the accept loop for everyone.
+CLOSE_LINGER_SECONDS = 0.5
 
 
 def arrival() -> float | None:
@@ -79,9 +91,28 @@ class ReceiverWorker(gthread.ThreadWorker):
         target = _ConnectionSocket(conn)
         _current.headers = WATCHDOG.arm(target, self.header_timeout, socket.SHUT_RD)
         try:
-            return super().handle(conn)
+            keep = super().handle(conn)
         finally:
             WATCHDOG.disarm(_current.headers)
+        if keep is False:
+            self._close_here(conn)
+        return keep
+
+    def _close_here(self, conn):
+        """Close a connection that is done, in this thread, lingering a bounded time."""
+        conn.receiver_closed = True
+        try:
+            conn.sock.setblocking(True)
+        except OSError:  # closed already
+            return
+        util.close_graceful(conn.sock, timeout=CLOSE_LINGER_SECONDS)
+
+    def finish_request(self, conn, fs):
+        """gthread's (in its main thread), but for a connection this worker's thread closed."""
+        if getattr(conn, "receiver_closed", False):
+            self.nr_conns -= 1
+            return
+        super().finish_request(conn, fs)
 
     def handle_request(self, req, conn):
         """The headers are in: their deadline is over (the body has its own)."""

@@ -82,6 +82,13 @@ def test_gthread_internals_the_receivers_worker_uses_exist():
         "self",
         "conn",
     ]
+    assert list(inspect.signature(gthread.ThreadWorker.finish_request).parameters) == [
+        "self",
+        "conn",
+        "fs",
+    ]
+    assert "self.nr_conns -= 1" in inspect.getsource(gthread.ThreadWorker.finish_request)
+    assert "timeout" in inspect.signature(gthread.util.close_graceful).parameters
     assert callable(gthread.TConn.wait_for_data)
     assert not hasattr(gthread.TConn, "__slots__")  # the worker notes the queueing time on it
     assert isinstance(gthread.DEFAULT_WORKER_DATA_TIMEOUT, float)
