@@ -42,7 +42,8 @@ class Outcome:
     duplicates: int = 0
     quarantined: int = 0
     events: Counter = field(default_factory=Counter)  # (type label, event outcome): events
-    lag_buckets: tuple = (Counter(), 0.0)  # the stored events' lags, bucketed (metrics)
+    # The stored events' lags, bucketed for metrics.observe_buckets: ({bucket: events}, sum).
+    lag_buckets: tuple = field(default_factory=lambda: (Counter(), 0.0))
     clients: set = field(default_factory=set)  # (client_id, type) of the stored events
     database_seconds: float | None = None  # the store's transaction, commit included
     body_quarantined: bool = False
@@ -121,8 +122,6 @@ def _take(body, config, pool, deadline, content_encoding) -> Outcome:
         # the body kept in quarantine (once, however often it is retried) so nothing is lost.
         quarantine.keep_body(pool, body, str(error), deadline)
         return Outcome("bad_body", error=str(error), body_quarantined=True)
-    if len(items) > config.max_batch:
-        return Outcome("too_large", error=f"more than {config.max_batch} events")
 
     valid, rejected, document = validate_items(items, body)
     valid_counts = count_by_label(map(EVENT_TYPE, valid))

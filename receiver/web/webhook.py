@@ -29,23 +29,18 @@ CHALLENGE = {"WWW-Authenticate": 'Basic realm="receiver", charset="UTF-8"'}
 # Kept from the request's budget for what follows the database: the answer, its metrics and
 # log line (milliseconds, unless the worker's threads fight over the GIL).
 ANSWER_RESERVE_SECONDS = 0.25
-STATUSES = {
-    "ok": 200,
-    "redelivered": 200,
-    "bad_body": 400,
-    "too_large": 413,
-    "unsupported_encoding": 415,
-    "unavailable": 503,
-}
+# The status of each refused outcome (acknowledged ones are 200, `unavailable` 503).
+REFUSALS = {"bad_body": 400, "too_large": 413, "unsupported_encoding": 415}
 
 
 @bp.post("/webhook")
 def receive_batch():
     """Authenticate, read the body, take it in; every exit sets a status and one outcome."""
     config = current_app.config["RECEIVER"]
-    # One deadline for the whole request, from its arrival (under gunicorn: when its first
-    # bytes were there, receiver.web.worker): the body read and every database call take what
-    # is left of it, so the answer comes within the sender's patience whatever the database does.
+    # One deadline for the whole request, from its arrival (under gunicorn: when the worker
+    # queued it for a thread, receiver.web.worker): the body read and every database call take
+    # what is left of it, so the answer comes within the sender's patience whatever the database
+    # does.
     deadline = Deadline.after(ANSWER_WITHIN_SECONDS - ANSWER_RESERVE_SECONDS, worker.arrival())
     authenticator = auth.get_authenticator()
 
@@ -104,7 +99,7 @@ def answer(outcome: batch.Outcome):
             {"error": "database unavailable, retry later"},
             {"Retry-After": str(retry_after)},
         )
-    return finish(outcome.name, STATUSES[outcome.name], {"error": outcome.error})
+    return finish(outcome.name, REFUSALS[outcome.name], {"error": outcome.error})
 
 
 def count_events(outcome):

@@ -14,7 +14,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import psutil
 import psycopg
@@ -154,6 +156,28 @@ class Client:
             return response.status, dict(response.getheaders()), response.read()
         finally:
             connection.close()
+
+
+@contextmanager
+def table_locked(url, *tables, release_after=None):
+    """ACCESS EXCLUSIVE locks on `tables`, held by a connection of their own until the block
+    ends, or `release_after` seconds after they were taken if that comes first."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with psycopg.connect(url) as conn:
+            conn.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+            held.set()
+            release.wait(release_after if release_after is not None else 60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10), f"could not lock {tables}"
+        yield
+    finally:
+        release.set()
+        holder.join()
 
 
 class OwnedPostgres:

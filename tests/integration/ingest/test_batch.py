@@ -2,18 +2,16 @@
 deadline, and database trouble as `unavailable`, against real PostgreSQL."""
 
 import gzip
-import threading
 import time
 import zlib
 
-import psycopg
 import pytest
 
 from receiver.deadline import Deadline
 from receiver.ingest import batch
 from receiver.storage import db
 
-from support import basic, body, event, post
+from support import basic, body, event, post, table_locked
 
 
 def count(query, table="events"):
@@ -95,39 +93,22 @@ def test_a_passed_deadline_is_unavailable_without_waiting(config, query):
     assert count(query) == 0
 
 
-def hold_lock(url, table, held, release):
-    with psycopg.connect(url) as conn:
-        conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        held.set()
-        release.wait(10)
-
-
 def test_the_lookup_and_the_store_share_one_deadline(config, database_url, query):
     """The lookup waits 0.6 s on a locked `deliveries`, then the store on a locked `events`:
     the store gets what is left of the request's 1 s, not a bound of its own (5.5 s)."""
-    held = [threading.Event(), threading.Event()]
-    release = [threading.Event(), threading.Event()]
-    holders = [
-        threading.Thread(target=hold_lock, args=(database_url, table, h, r))
-        for table, h, r in zip(("deliveries", "events"), held, release, strict=True)
-    ]
-    for holder in holders:
-        holder.start()
-    assert all(h.wait(5) for h in held)
-    threading.Timer(0.6, release[0].set).start()
     pool = db.make_pool(config)  # statement timeout 5 s and deadline 5.5 s: each call alone
     pool.open(wait=True)
     try:
-        started = time.monotonic()
-        outcome = batch.take(
-            body(event(id="shared")), config, pool=pool, deadline=Deadline.after(1.0)
-        )
-        elapsed = time.monotonic() - started
+        with (
+            table_locked(database_url, "events"),
+            table_locked(database_url, "deliveries", release_after=0.6),
+        ):
+            started = time.monotonic()
+            outcome = batch.take(
+                body(event(id="shared")), config, pool=pool, deadline=Deadline.after(1.0)
+            )
+            elapsed = time.monotonic() - started
     finally:
-        for event_ in release:
-            event_.set()
-        for holder in holders:
-            holder.join()
         pool.close()
     assert outcome.name == "unavailable"
     # The store's own deadline was what was left after the lookup (about 0.4 s), not 1 s.

@@ -1,6 +1,5 @@
 """The client-side deadline on a real connection, and a read-only server (SQLSTATE 25006)."""
 
-import threading
 import time
 from dataclasses import replace
 
@@ -10,7 +9,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from receiver.storage import db
 
-from support import admin_execute, body, event, post, wait_until
+from support import admin_execute, body, event, post, table_locked, wait_until
 
 
 @pytest.fixture
@@ -77,18 +76,7 @@ def test_a_read_only_server_is_a_503_never_stored_nor_quarantined(read_only_data
 def test_a_statement_cut_while_waiting_for_a_lock_does_not_stay_behind(slow_pool, database_url):
     """A call cut by the deadline (a request's last call often gets less than statement_timeout)
     left its statement waiting for the lock on the server, orphaned, until the lock went."""
-    held, release = threading.Event(), threading.Event()
-
-    def hold():
-        with psycopg.connect(database_url) as conn:
-            conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-            held.set()
-            release.wait(30)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert held.wait(5)
+    with table_locked(database_url, "events"):
         pids = []
 
         def wait_for_the_lock(conn):
@@ -104,6 +92,3 @@ def test_a_statement_cut_while_waiting_for_a_lock_does_not_stay_behind(slow_pool
                 return conn.execute(query, (pids[0],)).fetchone()[0] == 0
 
         wait_until(gone, timeout=5)  # while the lock is still held
-    finally:
-        release.set()
-        holder.join()

@@ -1,10 +1,8 @@
 """POST /webhook, row by row of the status table in the README (against real PostgreSQL)."""
 
 import json
-import threading
 import time
 
-import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
@@ -12,7 +10,7 @@ from receiver.ingest import schemas
 from receiver.storage import db
 from receiver.web import worker
 
-from support import basic, body, event, post, sample
+from support import basic, body, event, post, sample, table_locked
 
 
 def count(query, table="events"):
@@ -147,24 +145,10 @@ def test_exhausted_pool_is_503_not_a_hang(make_client, query):
 
 def test_statement_timeout_is_503_and_nothing_is_stored(make_client, database_url, query):
     client = make_client(statement_timeout_ms=200)
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_table_lock():
-        with psycopg.connect(database_url) as conn:
-            conn.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-            locked.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold_table_lock)
-    holder.start()
-    locked.wait(5)
-    try:
+    with table_locked(database_url, "events"):
         started = time.monotonic()
         response = post(client, body(event(id="slow")))
         elapsed = time.monotonic() - started
-    finally:
-        release.set()
-        holder.join()
     assert response.status_code == 503
     assert elapsed < 2
     assert count(query) == 0

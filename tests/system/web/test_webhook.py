@@ -6,7 +6,6 @@ import socket
 import threading
 import time
 
-import psycopg
 import pytest
 
 import support
@@ -21,15 +20,6 @@ AT_THE_EDGE = {
 }
 
 
-def hold_lock(url, table, seconds, taken):
-    """Hold an ACCESS EXCLUSIVE lock on `table` for `seconds` (set `taken` once held)."""
-    with psycopg.connect(url) as conn:
-        conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        taken.set()
-        time.sleep(seconds)
-        conn.rollback()
-
-
 @pytest.mark.parametrize("settings", [{}, AT_THE_EDGE], ids=["defaults", "at-the-edge"])
 def test_a_slow_database_is_answered_within_the_senders_patience(
     gunicorn_factory, database_url, settings
@@ -39,21 +29,13 @@ def test_a_slow_database_is_answered_within_the_senders_patience(
     comes within 9.5 s of the request's arrival (it took 9.8 s with the defaults and 11.9 s at
     the edge when each call had a budget of its own)."""
     server = gunicorn_factory({"DATABASE_URL": database_url, **settings}, workers=1)
-    held = [threading.Event(), threading.Event()]
-    lockers = [
-        threading.Thread(target=hold_lock, args=(database_url, "deliveries", 4.8, held[0])),
-        threading.Thread(target=hold_lock, args=(database_url, "events", 14, held[1])),
-    ]
-    for locker in lockers:
-        locker.start()
-    try:
-        assert all(event.wait(10) for event in held)
+    with (
+        support.table_locked(database_url, "events"),
+        support.table_locked(database_url, "deliveries", release_after=4.8),
+    ):
         started = time.monotonic()
         answer = server.post(support.body(support.event(id="slow-db")), timeout=20)
         elapsed = time.monotonic() - started
-    finally:
-        for locker in lockers:
-            locker.join()
 
     assert answer.status_code == 503
     assert answer.headers["Retry-After"] == "10"
@@ -148,13 +130,6 @@ def test_a_request_queued_behind_a_slow_database_is_answered_in_time(
     server = gunicorn_factory(
         {"DATABASE_URL": database_url}, workers=1, extra_args=["--threads", "1"]
     )
-    held = [threading.Event(), threading.Event()]
-    lockers = [
-        threading.Thread(target=hold_lock, args=(database_url, "deliveries", 4.8, held[0])),
-        threading.Thread(target=hold_lock, args=(database_url, "events", 25, held[1])),
-    ]
-    for locker in lockers:
-        locker.start()
     answers = {}
 
     def post(name):
@@ -162,16 +137,15 @@ def test_a_request_queued_behind_a_slow_database_is_answered_in_time(
         response = server.post(support.body(support.event(id=name)), timeout=30)
         answers[name] = (response.status_code, time.monotonic() - started)
 
-    try:
-        assert all(event.wait(10) for event in held)
+    with (
+        support.table_locked(database_url, "events"),
+        support.table_locked(database_url, "deliveries", release_after=4.8),
+    ):
         first = threading.Thread(target=post, args=("first",))
         first.start()
         time.sleep(2)
         post("queued")
         first.join()
-    finally:
-        for locker in lockers:
-            locker.join()
     assert answers["first"][0] == 503
     status, elapsed = answers["queued"]
     assert status == 503
