@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import mailing_counts, partitions
+from . import feed, mailing_counts, partitions
 
 # Any fixed bigint works; this one is the ASCII of "receiver", recognisable in pg_locks.
 ADVISORY_LOCK_ID = 0x7265636569766572
@@ -57,7 +57,8 @@ def load_migrations(folder=None) -> list[Migration]:
 
 def migrate(conninfo: str, progress=None, recounted=None) -> list[Migration]:
     """Apply pending migrations in one transaction, then settle the partitions of `events` and
-    count the mailings stored before 006; return the migrations applied. `progress(rows)`
+    count the mailings stored before 006, log the statuses decided before 008 (the feed's
+    seed); return the migrations applied. `progress(rows)`
     hears of rows moved from the old table, `recounted(mailings)` of the mailings counted."""
     applied = apply_pending(conninfo)
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -66,6 +67,7 @@ def migrate(conninfo: str, progress=None, recounted=None) -> list[Migration]:
         partitions.ensure_months(conn)
         partitions.move_old_table(conn, progress=progress)
         mailings = mailing_counts.backfill(conn)
+        feed.seed_status_changes(conn)
     if recounted and mailings:
         recounted(mailings)
     return applied

@@ -23,6 +23,20 @@ EXPECTED_QUARANTINE_COLUMNS = {
     "resolution",
 }
 
+EXPECTED_STATUS_CHANGE_COLUMNS = {
+    "id",
+    "position",
+    "client_id",
+    "recipient_id",
+    "status",
+    "previous_status",
+    "status_at",
+    "status_event_type",
+    "mailing_id",
+    "status_event_key",
+    "changed_at",
+}
+
 
 def columns(conn, table):
     rows = conn.execute(
@@ -39,7 +53,7 @@ def test_fresh_database_migrates_to_the_expected_schema(empty_database):
     with psycopg.connect(empty_database) as conn:
         table = columns(conn, "events")
         # Exactly the columns the code writes (receiver.storage.events), with the same types,
-        # plus received_at, which the database fills in.
+        # plus received_at and xid (the feed's position), which the database fills in.
         written = {
             name: conn.execute("SELECT %s::regtype::text", (kind,)).fetchone()[0]
             for name, kind in EVENT_COLUMNS
@@ -47,6 +61,7 @@ def test_fresh_database_migrates_to_the_expected_schema(empty_database):
         assert {name: kind for name, (kind, _) in table.items()} == {
             **written,
             "received_at": "timestamp with time zone",
+            "xid": "xid8",
         }
         assert {name for name, (_, null) in table.items() if null == "NO"} == NOT_NULL_EVENT_COLUMNS
         assert set(columns(conn, "quarantine")) == EXPECTED_QUARANTINE_COLUMNS
@@ -58,6 +73,7 @@ def test_fresh_database_migrates_to_the_expected_schema(empty_database):
             "SELECT pg_get_partkeydef('events'::regclass), to_regclass('events_unpartitioned')"
         ).fetchone()
         assert partitioned == ("RANGE (created_at)", None)
+        assert set(columns(conn, "status_changes")) == EXPECTED_STATUS_CHANGE_COLUMNS
         assert pending(conn) == []
 
 

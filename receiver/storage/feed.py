@@ -1,0 +1,225 @@
+"""The change feeds: stored events and status changes, read from a cursor with no gap and no
+repeat, whatever order the writers commit in (migrations/008_change_feed.sql says how).
+
+A cursor names a place in feed order: "P" is "everything at positions before P", "P:T" is
+"everything before P, and at P everything up to tie-break T". A read returns what is after the
+cursor and below the horizon, the oldest transaction still running: below it every writer has
+ended, so nothing can appear there later. A page that is not full ends at the horizon; a full
+page ends at its last row, and the next read picks up the rest of that position.
+
+Every function takes a connection in autocommit; each statement is its own snapshot.
+"""
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from psycopg.rows import dict_row
+
+HORIZON = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+
+STATUS_CHANGES = """
+SELECT position::text::bigint AS position, id, client_id, recipient_id, status, previous_status,
+       status_at, status_event_type, mailing_id, status_event_key, changed_at
+FROM status_changes
+WHERE position >= %(position)s::text::xid8 AND position < %(horizon)s::text::xid8
+  AND (position > %(position)s::text::xid8 OR id > %(id)s)
+  AND (%(client)s::bigint IS NULL OR client_id = %(client)s)
+ORDER BY status_changes.position, id
+LIMIT %(limit)s
+"""
+
+# The columns of an event in the feed (and in `receiver export`): the typed ones, then the
+# payload as received. received_at is when its batch arrived; xid its position.
+EVENT_FIELDS = """
+xid::text::bigint AS xid, client_id, type, created_at, event_key, event_id, received_at,
+mailing_id, user_list_id, subscription_id, recipient_id, mail_id, media_type, category, reason,
+threshold_exceeded, link, device, operating_system, browser, remote_address"""
+# (events.xid: plain `xid` would be the output column, a bigint no index is sorted by.)
+# Within one transaction's events: the unique key's order, bytes compared ("C") so that a
+# cursor means the same on every server.
+EVENT_ORDER = 'events.xid, client_id, type COLLATE "C", created_at, event_key COLLATE "C"'
+EVENTS_AFTER = """
+FROM events
+WHERE xid >= %(position)s::text::xid8 AND xid < %(horizon)s::text::xid8
+  AND (xid > %(position)s::text::xid8 OR %(at_start)s
+       OR (client_id, type COLLATE "C", created_at, event_key COLLATE "C")
+          > (%(client_key)s::bigint, %(type)s::text, %(created_at)s::timestamptz,
+             %(event_key)s::text))
+  AND (%(client)s::bigint IS NULL OR client_id = %(client)s)
+"""
+# The payload parsed (JSON out of the HTTP feed) or as its JSON text (CSV, export).
+PAYLOAD_AS = {"json": "payload", "text": "payload::text"}
+EVENTS = {
+    form: "".join(
+        ("SELECT", EVENT_FIELDS, ", ", expression, " AS payload", EVENTS_AFTER, "ORDER BY ")
+    )
+    + EVENT_ORDER
+    + "\nLIMIT %(limit)s"
+    for form, expression in PAYLOAD_AS.items()
+}
+
+
+class BadCursor(ValueError):
+    """A cursor that this receiver did not write."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    position: int = 0
+    # None: at the start of `position`. Status changes: the entry id. Events: (client_id, type,
+    # created_at in microseconds since the epoch, event_key).
+    tie: object = None
+
+    def __str__(self) -> str:
+        if self.tie is None:
+            return str(self.position)
+        if isinstance(self.tie, int):
+            return f"{self.position}:{self.tie}"
+        packed = base64.urlsafe_b64encode(orjson.dumps(list(self.tie))).rstrip(b"=")
+        return f"{self.position}:{packed.decode()}"
+
+    @classmethod
+    def parse(cls, text, tie="id") -> "Cursor":
+        """A cursor from its text; None or "" is the beginning. `tie`: "id" or "event"."""
+        if not text:
+            return cls()
+        position, _, rest = str(text).partition(":")
+        try:
+            if not position.isdigit() or len(position) > 20:
+                raise ValueError
+            if not rest:
+                return cls(int(position))
+            if tie == "id":
+                if not rest.isdigit() or len(rest) > 19:
+                    raise ValueError
+                return cls(int(position), int(rest))
+            client, kind, micros, key = orjson.loads(
+                base64.urlsafe_b64decode(rest + "=" * (-len(rest) % 4))
+            )
+            if not all(isinstance(v, int) for v in (client, micros)) or not all(
+                isinstance(v, str) for v in (kind, key)
+            ):
+                raise ValueError
+            EPOCH + timedelta(microseconds=micros)  # a time PostgreSQL and Python can hold
+            return cls(int(position), (client, kind, micros, key))
+        except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
+            raise BadCursor(f"not a cursor of this feed: {str(text)[:80]!r}") from None
+
+
+@dataclass
+class Page:
+    rows: list
+    next: Cursor
+    horizon: int  # positions below this one are final
+    full: bool  # the page holds `limit` rows: there may be more before the horizon
+
+
+# The seed (migrations/008): the next few statuses decided before 008 that have no entry yet,
+# one entry each, at the later of this transaction's id and anything logged for the recipient
+# meanwhile. FOR UPDATE: a batch changing one of these recipients waits for this short
+# transaction (or this one for it), so the seed entry and the batch's entry come in the order
+# their changes did, and a status the batch logged first needs no seed (NOT EXISTS).
+SEED_BATCH = """
+WITH place AS (SELECT client_id, recipient_id FROM status_changes_seed FOR UPDATE),
+batch AS (
+    SELECT s.* FROM recipient_status s, place
+    WHERE (s.client_id, s.recipient_id) > (place.client_id, place.recipient_id)
+    ORDER BY s.client_id, s.recipient_id LIMIT %(batch)s
+    FOR UPDATE OF s
+), seeded AS (
+    INSERT INTO status_changes (position, client_id, recipient_id, status, status_at,
+        status_event_type, mailing_id, status_event_key, changed_at)
+    SELECT pg_current_xact_id(), client_id, recipient_id, status, status_at, status_event_type,
+           mailing_id, status_event_key, changed_at
+    FROM batch b
+    WHERE NOT EXISTS (SELECT FROM status_changes c
+                      WHERE c.client_id = b.client_id AND c.recipient_id = b.recipient_id)
+    ORDER BY client_id, recipient_id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM seeded),
+       (SELECT client_id FROM batch ORDER BY client_id DESC, recipient_id DESC LIMIT 1),
+       (SELECT recipient_id FROM batch ORDER BY client_id DESC, recipient_id DESC LIMIT 1)
+"""
+
+
+def seed_status_changes(conn, batch=5_000) -> int:
+    """Give every status decided before 008 its entry, a batch per transaction, resuming where
+    an earlier run stopped; the entries written. `conn` in autocommit."""
+    seeded = 0
+    while True:
+        with conn.transaction():
+            read, written, client, recipient = conn.execute(SEED_BATCH, {"batch": batch}).fetchone()
+            seeded += written
+            if read < batch:
+                # Done (or nothing to do): no place left means no seed to resume.
+                conn.execute("DELETE FROM status_changes_seed")
+                return seeded
+            conn.execute(
+                "UPDATE status_changes_seed SET client_id = %s, recipient_id = %s",
+                (client, recipient),
+            )
+
+
+def horizon(conn) -> int:
+    """The oldest transaction still running: every position below it is final."""
+    return conn.execute(HORIZON).fetchone()[0]
+
+
+def read_status_changes(conn, after=None, limit=1000, client=None) -> Page:
+    """Status changes after the cursor `after` (text or Cursor), at most `limit`."""
+    cursor = after if isinstance(after, Cursor) else Cursor.parse(after, "id")
+    top = horizon(conn)
+    params = {
+        "position": str(cursor.position),
+        "id": cursor.tie if cursor.tie is not None else 0,
+        "horizon": str(top),
+        "client": client,
+        "limit": limit,
+    }
+    rows = _fetch(conn, STATUS_CHANGES, params)
+    if len(rows) >= limit:
+        last = rows[-1]
+        return Page(rows, Cursor(last["position"], last["id"]), top, True)
+    return Page(rows, Cursor(max(top, cursor.position)), top, False)
+
+
+def read_events(conn, after=None, limit=1000, client=None, payload="json") -> Page:
+    """Events after the cursor `after` (text or Cursor), at most `limit`; `payload`: "json"
+    (parsed) or "text" (its JSON text)."""
+    cursor = after if isinstance(after, Cursor) else Cursor.parse(after, "event")
+    top = horizon(conn)
+    client_key, kind, micros, key = cursor.tie or (None, None, None, None)
+    params = {
+        "position": str(cursor.position),
+        "horizon": str(top),
+        "at_start": cursor.tie is None,
+        "client_key": client_key,
+        "type": kind,
+        "created_at": None if micros is None else EPOCH + timedelta(microseconds=micros),
+        "event_key": key,
+        "client": client,
+        "limit": limit,
+    }
+    rows = _fetch(conn, EVENTS[payload], params)
+    if len(rows) >= limit:
+        last = rows[-1]
+        tie = (last["client_id"], last["type"], _to_micros(last["created_at"]), last["event_key"])
+        return Page(rows, Cursor(last["xid"], tie), top, True)
+    return Page(rows, Cursor(max(top, cursor.position)), top, False)
+
+
+def _fetch(conn, query, params) -> list:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, params).fetchall()
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _to_micros(moment: datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
