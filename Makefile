@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format bench bench-instructions bench-growth reliability
+.PHONY: run test lint format bench bench-instructions bench-growth bench-feed reliability
 
 $(VENV)/bin/receiver:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e .
@@ -48,6 +48,10 @@ bench-instructions: $(VENV)/bin/pytest
 # Ingest with 0, 10M and 50M events stored (about an hour, and ~45 GB of disk at 50M).
 bench-growth: $(VENV)/bin/pytest
 	$(PY) bench/growth.py
+
+# Ingest with the change feed's bookkeeping (migration 008) and without, alternated in one run.
+bench-feed: $(VENV)/bin/pytest
+	$(PY) bench/feed.py
 
 reliability: $(VENV)/bin/pytest
 	rm -f .receiver/faults.jsonl && mkdir -p .receiver

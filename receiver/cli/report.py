@@ -130,10 +130,10 @@ def recipients_command(client, recipient, status, since, until, limit, fmt):
 @click.option("--until", type=Moment(), help="... and before then (default: now)")
 @format_option
 def suppressions_command(client, since, until, fmt):
-    """Every recipient whose status changed since --since (by arrival), with the status.
+    """Every recipient whose status changed in [--since, --until) by arrival: an ad-hoc window.
 
-    For a CRM sync every few minutes: pass the previous run's --until as the next --since, and
-    apply `suppress` (true: stop mailing; false: subscribed again)."""
+    Not for a sync: a batch in flight at --until can be in neither this window nor the next.
+    A CRM sync reads `receiver feed status-changes`, which resumes from a cursor with no gap."""
     return _run(fmt, lambda conn: reporting.suppressions(conn, since, _now(until), client))
 
 

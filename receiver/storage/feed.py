@@ -62,6 +62,10 @@ EVENTS = {
 }
 
 
+# Positions and ids are read out as bigint: a cursor this feed wrote never goes beyond.
+BIGINT_MAX = 2**63 - 1
+
+
 class BadCursor(ValueError):
     """A cursor that this receiver did not write."""
 
@@ -88,19 +92,23 @@ class Cursor:
             return cls()
         position, _, rest = str(text).partition(":")
         try:
-            if not position.isdigit() or len(position) > 20:
+            if not _is_bigint_digits(position):
                 raise ValueError
             if not rest:
                 return cls(int(position))
             if tie == "id":
-                if not rest.isdigit() or len(rest) > 19:
+                if not _is_bigint_digits(rest):
                     raise ValueError
                 return cls(int(position), int(rest))
             client, kind, micros, key = orjson.loads(
                 base64.urlsafe_b64decode(rest + "=" * (-len(rest) % 4))
             )
-            if not all(isinstance(v, int) for v in (client, micros)) or not all(
-                isinstance(v, str) for v in (kind, key)
+            # What PostgreSQL takes as the query's bigint and text parameters: anything else
+            # (a boolean, a client id beyond 64 bits, a NUL) would fail the read, not the parse.
+            if (
+                not all(type(v) is int for v in (client, micros))
+                or not -BIGINT_MAX - 1 <= client <= BIGINT_MAX
+                or not all(isinstance(v, str) and "\x00" not in v for v in (kind, key))
             ):
                 raise ValueError
             EPOCH + timedelta(microseconds=micros)  # a time PostgreSQL and Python can hold
@@ -217,9 +225,41 @@ def _fetch(conn, query, params) -> list:
         return cur.execute(query, params).fetchall()
 
 
+def _is_bigint_digits(text) -> bool:
+    """ASCII digits of a number from 0 to BIGINT_MAX (str.isdigit alone takes "١٢" and "²")."""
+    return 0 < len(text) <= 19 and text.isascii() and text.isdigit() and int(text) <= BIGINT_MAX
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _to_micros(moment: datetime) -> int:
     delta = moment - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# Retention of the status feed: an entry older than the horizon goes once a later entry of the
+# same recipient exists. Whoever reads from any cursor still ends with every recipient's
+# current status (each one's latest entry stays), only the history before the horizon thins.
+# By ranges of id (the primary key), each its own short transaction.
+COMPACTION_END = "SELECT max(id) FROM status_changes WHERE changed_at < %s"
+COMPACT_RANGE = """
+DELETE FROM status_changes c
+WHERE c.id >= %(low)s AND c.id < %(high)s AND c.changed_at < %(horizon)s
+  AND EXISTS (SELECT FROM status_changes later
+              WHERE later.client_id = c.client_id AND later.recipient_id = c.recipient_id
+                AND later.position >= c.position
+                AND (later.position, later.id) > (c.position, c.id))
+"""
+
+
+def compact_status_changes(conn, horizon, batch=10_000) -> int:
+    """Delete the status changes older than `horizon` that a later change of the same
+    recipient supersedes; the entries deleted. `conn` in autocommit."""
+    end = conn.execute(COMPACTION_END, (horizon,)).fetchone()[0]
+    deleted, low = 0, 1
+    while end is not None and low <= end:
+        params = {"low": low, "high": low + batch, "horizon": horizon}
+        deleted += conn.execute(COMPACT_RANGE, params).rowcount
+        low += batch
+    return deleted

@@ -212,3 +212,16 @@ def test_events_stored_before_the_feed_existed_have_no_position(empty_database):
         store(conn, status_event("open", "a", T0, "x2"))
         settle(conn)
         assert [e["event_key"] for e in feed.read_events(conn).rows] == ["x2"]
+
+
+def test_compaction_keeps_each_recipients_latest_change_whatever_its_age(client, conn):
+    deliver(client, status_event("singleoptin", "a", T0, "o1"))
+    deliver(client, status_event("unsubscribe", "a", T0 + 1, "u1"))
+    deliver(client, status_event("singleoptin", "b", T0, "o2"))
+    conn.execute("UPDATE status_changes SET changed_at = changed_at - interval '400 days'")
+    deliver(client, status_event("doubleoptin", "a", T0 + 2, "o3"))
+    before = changes(conn)
+    horizon = conn.execute("SELECT now() - interval '30 days'").fetchone()[0]
+    assert feed.compact_status_changes(conn, horizon, batch=2) == 2  # a's first two
+    assert changes(conn) == [("b", None, "subscribed"), before[-1]]
+    assert feed.compact_status_changes(conn, horizon) == 0
