@@ -20,7 +20,7 @@ def create_app(config=None) -> Flask:
     from .config import load_config
     from .observability import metrics
     from .storage import db
-    from .web import auth, health, requestlog, webhook
+    from .web import auth, feed, health, requestlog, webhook
 
     config = config or load_config()
     app = Flask(__name__)
@@ -33,6 +33,7 @@ def create_app(config=None) -> Flask:
     db.init_app(app, config)
     requestlog.init_app(app)
     webhook.init_app(app)
+    feed.init_app(app, config)
     health.init_app(app)
     metrics.init_app(app)
     return app

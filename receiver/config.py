@@ -67,10 +67,19 @@ class Config:
     body_timeout: float = 1.5
     retry_after_seconds: int = 10
     log_level: str = "INFO"
+    # The change feed over HTTP (receiver.web.feed): its readers' own Basic Auth pairs, and how
+    # many of its requests may long-poll at once in each worker.
+    feed_basic_auth: tuple[tuple[str, str], ...] = ()
+    feed_max_waiting: int = 2
 
     @property
     def has_credentials(self) -> bool:
         return bool(self.basic_auth or self.key_auth)
+
+    @property
+    def feed_enabled(self) -> bool:
+        """The feed answers only once it has readers: closed by default (404)."""
+        return bool(self.feed_basic_auth)
 
 
 # name: (help text, default). The README's configuration table is this dictionary.
@@ -159,6 +168,25 @@ SETTINGS = {
         "1.5",
     ),
     "RECEIVER_RETRY_AFTER": ("Seconds announced in Retry-After on a 503.", "10"),
+    "RECEIVER_FEED_BASIC_AUTH": (
+        "Basic Auth pairs `user:password`, separated by whitespace, that may read the change "
+        "feed over HTTP (GET /feed/status-changes, /feed/events). Separate from Campaign's: a "
+        "Campaign pair cannot read the feed, a feed pair cannot post events, and one pair "
+        "cannot be both. Empty (and no _FILE): the feed is off and answers 404.",
+        "",
+    ),
+    "RECEIVER_FEED_BASIC_AUTH_FILE": (
+        "A file with one `user:password` per line instead of RECEIVER_FEED_BASIC_AUTH: the "
+        "password is the rest of the line, spaces and colons included.",
+        "",
+    ),
+    "RECEIVER_FEED_MAX_WAITING": (
+        "Most feed requests of a worker that long-poll at once (`wait` > 0 and nothing new "
+        "yet); one more gets 429 with Retry-After: 1. Each holds one of the worker's threads "
+        "while it waits, so it must stay below RECEIVER_THREADS: the webhook keeps the rest. "
+        "0 turns long-polling off.",
+        "2",
+    ),
     "RECEIVER_RETENTION": (
         "How long `receiver maintain` keeps events, e.g. `400d` (whole months older than this "
         "are dropped; at least 7d, the sender's 3-day retry window plus a margin). Empty keeps "
@@ -207,6 +235,8 @@ def load_config(environ=None) -> Config:
         **_time_budget(get),
         retry_after_seconds=_integer(get, "RECEIVER_RETRY_AFTER", minimum=1),
         log_level=_log_level(get("LOG_LEVEL")),
+        feed_basic_auth=_feed_credentials(get, basic_auth),
+        feed_max_waiting=_feed_max_waiting(get, env),
     )
 
 
@@ -249,6 +279,37 @@ def _time_budget(get) -> dict:
         "pool_timeout": pool_timeout,
         "body_timeout": body_timeout,
     }
+
+
+def _feed_credentials(get, campaign_pairs) -> tuple[tuple[str, str], ...]:
+    """The feed readers' pairs, none of which may also be one of Campaign's: the feed serves
+    the recipients' data to other systems, and Campaign's secret (kept in Campaign's
+    settings, seen by whoever administers them) must not open it."""
+    name = "RECEIVER_FEED_BASIC_AUTH"
+    pairs = _credentials(get, name, lambda text: parse_basic_auth(text, name), _basic_auth_lines)
+    if set(pairs) & set(campaign_pairs):
+        # Which pair is never said: it is a secret.
+        raise ConfigError(f"{name}: a pair is also in RECEIVER_BASIC_AUTH; give the feed its own")
+    return pairs
+
+
+# gunicorn's threads per worker (receiver/web/gunicorn_conf.py reads the same variable, with
+# the same default); a long-poll holds one of them while it waits.
+DEFAULT_THREADS = 4
+
+
+def _feed_max_waiting(get, env) -> int:
+    """RECEIVER_FEED_MAX_WAITING, below the worker's threads, so that long-polls can never hold
+    every thread and leave Campaign's batches waiting."""
+    most = _integer(get, "RECEIVER_FEED_MAX_WAITING", minimum=0)
+    threads = (env.get("RECEIVER_THREADS") or "").strip()
+    threads = int(threads) if threads.isascii() and threads.isdigit() else DEFAULT_THREADS
+    if most >= threads:
+        raise ConfigError(
+            f"RECEIVER_FEED_MAX_WAITING must be less than the worker's threads "
+            f"(RECEIVER_THREADS, {threads}): each waiting request holds one"
+        )
+    return most
 
 
 def _credentials(get, name, parse_value, parse_file):

@@ -209,9 +209,9 @@ def get_probe_pool(app=None) -> ReceiverPool:
 
 def close_pool(app):
     """Close this process's pools (gunicorn's worker_exit hook)."""
-    for name in ("receiver.pool", "receiver.probe_pool"):
-        pool = app.extensions[name]
-        if not pool.closed:
+    for name in ("receiver.pool", "receiver.probe_pool", "receiver.feed_pool"):
+        pool = app.extensions.get(name)
+        if pool is not None and not pool.closed:
             pool.close(timeout=2)
 
 

@@ -1,1 +1,2 @@
-"""The HTTP side: the webhook, its authentication, probes, request logs, gunicorn settings."""
+"""The HTTP side: the webhook, its authentication, the change feed, probes, request logs, gunicorn
+settings."""

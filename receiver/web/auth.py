@@ -1,5 +1,6 @@
 """Who may post events: Campaign's Basic Auth and keyAuth, and an optional source allow-list;
-and who may read /metrics (a source allow-list of its own).
+who may read the change feed (Basic Auth pairs of its own, never Campaign's); and who may read
+/metrics (a source allow-list of its own).
 
 Secrets are compared as SHA-256 digests with `hmac.compare_digest`, against every configured
 credential without stopping at the first match, so neither the timing of a refusal nor its length
@@ -39,6 +40,12 @@ class Authenticator:
             for digest in _secret_digests(f"{user}:{password}")
         ]
         self.key_digests = [(k.header, _secret_digests(k.value)) for k in config.key_auth]
+        # The feed's readers: a list apart, so that neither side's secret opens the other.
+        self.feed_digests = [
+            digest
+            for user, password in config.feed_basic_auth
+            for digest in _secret_digests(f"{user}:{password}")
+        ]
         self.allowed_networks = config.allowed_networks
         self.trusted_proxies = config.trusted_proxies
         self.trusted_proxy_networks = config.trusted_proxy_networks
@@ -106,6 +113,18 @@ class Authenticator:
         if matched:
             return None
         return INVALID if presented else MISSING
+
+    def check_feed_credentials(self, request) -> str | None:
+        """None when the request's Basic credentials are a feed reader's, else the reason for
+        refusing; compared as `check_credentials` compares Campaign's, in constant time."""
+        userpass = _basic_credentials(request.headers.get("Authorization"))
+        if userpass is None or userpass is MALFORMED:
+            return userpass or MISSING
+        given = _digest(userpass)
+        matched = False
+        for expected in self.feed_digests:
+            matched |= hmac.compare_digest(given, expected)
+        return None if matched else INVALID
 
 
 def client_address(request, trusted_proxies: int, trusted_proxy_networks):

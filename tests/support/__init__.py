@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 
 import psutil
@@ -215,6 +216,17 @@ class OwnedPostgres:
 
     def _pg_ctl(self, args):
         pg_ctl(args, pgdata=self.info.pgdata, user=self.server.system_user, timeout=30)
+
+
+@contextmanager
+def cloned_database(server_url, template, prefix):
+    """A database of its own cloned from `template` (its URL), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield with_database(server_url, name)
+    finally:
+        admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def with_database(url, name):

@@ -323,3 +323,90 @@ def test_unknown_log_level_is_a_config_error(text):
 def test_pool_timeout_must_stay_below_the_senders_timeout(value):
     with pytest.raises(ConfigError, match="RECEIVER_POOL_TIMEOUT"):
         load(RECEIVER_POOL_TIMEOUT=value)
+
+
+# --- the change feed: RECEIVER_FEED_BASIC_AUTH(_FILE), RECEIVER_FEED_MAX_WAITING ---
+
+
+def test_the_feed_is_off_and_may_hold_two_long_polls_by_default():
+    config = load()
+
+    assert config.feed_basic_auth == ()
+    assert not config.feed_enabled
+    assert config.feed_max_waiting == 2
+
+
+def test_feed_pairs_turn_the_feed_on_but_are_no_campaign_credential():
+    config = load(RECEIVER_FEED_BASIC_AUTH="crm:pw1 warehouse:p:w:2")
+
+    assert config.feed_basic_auth == (("crm", "pw1"), ("warehouse", "p:w:2"))
+    assert config.feed_enabled
+    assert not config.has_credentials  # Campaign's are still missing: the receiver refuses
+
+
+def test_feed_pairs_from_a_file_keep_blanks_and_colons(tmp_path):
+    secrets = tmp_path / "feed-auth"
+    secrets.write_text("crm:pass with spaces:and colons\n\nother:x\n", encoding="utf-8")
+
+    config = load(RECEIVER_FEED_BASIC_AUTH_FILE=str(secrets))
+
+    assert config.feed_basic_auth == (("crm", "pass with spaces:and colons"), ("other", "x"))
+
+
+def test_feed_pairs_and_their_file_together_are_a_config_error(tmp_path):
+    secrets = tmp_path / "feed-auth"
+    secrets.write_text("crm:pw\n", encoding="utf-8")
+
+    message = config_error(
+        RECEIVER_FEED_BASIC_AUTH="crm:pw", RECEIVER_FEED_BASIC_AUTH_FILE=str(secrets)
+    )
+
+    assert message == "set RECEIVER_FEED_BASIC_AUTH or RECEIVER_FEED_BASIC_AUTH_FILE, not both"
+
+
+@pytest.mark.parametrize("text", ["crm", "crm:", ":secretpw", "crm secretpw"])
+def test_a_malformed_feed_pair_names_the_variable_never_the_secret(text):
+    message = config_error(RECEIVER_FEED_BASIC_AUTH=text)
+
+    assert message.startswith("RECEIVER_FEED_BASIC_AUTH: ")
+    assert "secretpw" not in message
+
+
+def test_a_pair_that_is_also_campaigns_cannot_read_the_feed():
+    message = config_error(
+        RECEIVER_BASIC_AUTH="campaign:shared-secret",
+        RECEIVER_FEED_BASIC_AUTH="campaign:shared-secret",
+    )
+
+    assert message.startswith("RECEIVER_FEED_BASIC_AUTH: ")
+    assert "shared-secret" not in message
+    # The same user with another password is another pair.
+    config = load(RECEIVER_BASIC_AUTH="campaign:one", RECEIVER_FEED_BASIC_AUTH="campaign:two")
+    assert config.basic_auth != config.feed_basic_auth
+
+
+@pytest.mark.parametrize(
+    ("value", "threads", "expected"), [("0", None, 0), ("3", None, 3), ("7", "8", 7)]
+)
+def test_max_waiting_may_take_all_threads_but_one(value, threads, expected):
+    environ = {"RECEIVER_FEED_MAX_WAITING": value}
+    if threads:
+        environ["RECEIVER_THREADS"] = threads
+
+    assert load(**environ).feed_max_waiting == expected
+
+
+@pytest.mark.parametrize(("value", "threads"), [("4", None), ("2", "2"), ("9", "8")])
+def test_max_waiting_at_or_above_the_threads_is_a_config_error(value, threads):
+    environ = {"RECEIVER_FEED_MAX_WAITING": value}
+    if threads:
+        environ["RECEIVER_THREADS"] = threads
+
+    message = config_error(**environ)
+
+    assert message.startswith("RECEIVER_FEED_MAX_WAITING must be less than the worker's threads")
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5", ""])
+def test_max_waiting_must_be_a_whole_number_of_at_least_0(value):
+    assert "RECEIVER_FEED_MAX_WAITING" in config_error(RECEIVER_FEED_MAX_WAITING=value)

@@ -24,13 +24,6 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import event as note
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 import receiver
 from receiver import create_app
@@ -38,7 +31,8 @@ from receiver.config import Config, KeyAuth
 from receiver.ingest import schemas
 from receiver.storage import db as receiver_db
 
-from support import PASSWORD, USER, admin_execute, basic, body, event, post, with_database
+from support import PASSWORD, USER, basic, body, cloned_database, event, post
+from support.openapi import CONFORMANCE
 
 # --- settings ---
 
@@ -237,10 +231,8 @@ def db(database_url):
 def shared_database_url(server_url, template_db):
     """One database for this module's many small, independent cases (each uses its own keys):
     a database per parametrised case would cost more than the cases themselves."""
-    name = f"receiver_fuzz_{uuid.uuid4().hex[:12]}"
-    admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    yield with_database(server_url, name)
-    admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with cloned_database(server_url, template_db, "receiver_fuzz") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -671,13 +663,6 @@ def test_events_that_differ_only_in_a_number_are_both_stored(client, db, first, 
 
 SCHEMA = schemathesis.openapi.from_path(SPEC)
 WEBHOOK = SCHEMA["/webhook"]["POST"]
-CONFORMANCE = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-    response_headers_conformance,
-]
 # schemathesis' own generation draws from `random` inside strategies: its warning, not ours.
 SCHEMATHESIS_USES_RANDOM = "ignore::hypothesis.errors.HypothesisDeprecationWarning"
 
@@ -698,7 +683,11 @@ def test_the_spec_is_valid_openapi_and_matches_the_code(shared_client):
     )
     assert set(event_schema["required"]) == {"type", "clientId", "created"}
     assert set(FIELDS) - {"somethingNew"} <= set(event_schema["properties"])
-    assert set(spec["components"]["securitySchemes"]) == {"basicAuth", "apiKeyAuth"}
+    assert set(spec["components"]["securitySchemes"]) == {
+        "basicAuth",
+        "apiKeyAuth",
+        "feedBasicAuth",
+    }
     # Every route of the app is described, and every described route exists.
     routes = {
         (rule.rule, method)

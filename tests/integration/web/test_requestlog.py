@@ -1,28 +1,6 @@
 """The request's log line (receiver/web/requestlog.py): why an answer was not a 200."""
 
-import logging
-
-import pytest
-
 from support import basic, body, event, post
-
-
-class Collect(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(getattr(record, "fields", {}))
-
-
-@pytest.fixture
-def request_lines():
-    handler = Collect()
-    logger = logging.getLogger("receiver.request")
-    logger.addHandler(handler)
-    yield handler.lines
-    logger.removeHandler(handler)
 
 
 def test_the_reason_of_a_503_is_logged(make_client, request_lines):
