@@ -1,16 +1,35 @@
-"""The web worker's own upkeep, hourly in a thread: the coming months' partitions, and the
-expired digests of re-deliverable batches (receiver.storage.deliveries)."""
+"""The web worker's own upkeep, in threads: hourly, the coming months' partitions and the
+expired digests of re-deliverable batches (receiver.storage.deliveries); every minute, the WAL
+kept by the database's replication slots, for /metrics."""
 
+import logging
 import threading
 
+from ..observability import metrics
 from ..storage import db
 from . import tasks
 
 INTERVAL_SECONDS = 3600
+SLOTS_INTERVAL_SECONDS = 60
+logger = logging.getLogger("receiver.maintenance")
+
+# The WAL each replication slot holds back (a CDC connector's, a standby's): what an abandoned
+# slot piles up until the disk is full. Readable by any role; on a standby, measured against
+# the WAL received. A slot whose WAL was already removed (max_slot_wal_keep_size) has no
+# restart_lsn and keeps nothing.
+SLOTS_RETAINED = """
+SELECT slot_name::text,
+       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
+                            ELSE pg_current_wal_lsn() END, restart_lsn)::bigint
+FROM pg_replication_slots
+WHERE restart_lsn IS NOT NULL
+"""
 
 
-def start(config, interval=INTERVAL_SECONDS) -> threading.Thread:
-    """Start the daemon thread (gunicorn's post_worker_init); it checks at once, then hourly."""
+def start(config, interval=INTERVAL_SECONDS, slots_interval=SLOTS_INTERVAL_SECONDS):
+    """Start the daemon threads (gunicorn's post_worker_init); each works at once, then every
+    `interval` (partitions) or `slots_interval` (slots). Returns the partitions' thread, whose
+    `stop` event ends both; `slots` is the other."""
 
     def connect():
         # A connection of its own, never one of the pool's: the request path keeps all of them.
@@ -24,7 +43,30 @@ def start(config, interval=INTERVAL_SECONDS) -> threading.Thread:
             if stop.wait(interval):
                 return
 
+    def sample():
+        failing = False
+        while True:
+            failing = sample_slots_quietly(connect, failing)
+            if stop.wait(slots_interval):
+                return
+
     thread = threading.Thread(target=run, name="receiver-partitions", daemon=True)
     thread.stop = stop
+    thread.slots = threading.Thread(target=sample, name="receiver-slots", daemon=True)
     thread.start()
+    thread.slots.start()
     return thread
+
+
+def sample_slots_quietly(connect, failing=False) -> bool:
+    """Set the slot gauge from one query; log the first failure of a run of them, never raise
+    (for background use). Whether this one failed."""
+    try:
+        with connect() as conn:
+            retained = dict(conn.execute(SLOTS_RETAINED).fetchall())
+    except Exception:  # the database is down or busy: /metrics keeps the last sample
+        if not failing:
+            logger.warning("could not read the replication slots", exc_info=True)
+        return True
+    metrics.observe_replication_slots(retained)
+    return False

@@ -128,6 +128,24 @@ POOL_CONNECTIONS = Gauge(
     ["state"],
     multiprocess_mode="livesum",
 )
+# The change feed over HTTP (receiver.web.feed), apart from the webhook's series: its requests
+# long-poll for up to 30 s and must not move the webhook's outcomes or latencies.
+FEED_REQUESTS = Counter(
+    f"{PREFIX}_feed_requests",
+    "Change feed requests (GET /feed/...), by feed (status-changes, events) and outcome (ok, "
+    "bad_request, unauthorized, not_enabled, too_many_waiting, unavailable).",
+    ["feed", "outcome"],
+)
+FEED_ROWS = Counter(
+    f"{PREFIX}_feed_rows",
+    "Rows answered by the change feed, by feed (status-changes, events).",
+    ["feed"],
+)
+FEED_WAITING = Gauge(
+    f"{PREFIX}_feed_waiting_requests",
+    "Change feed requests long-polling right now (at most RECEIVER_FEED_MAX_WAITING a worker).",
+    multiprocess_mode="livesum",
+)
 
 
 def observe_buckets(histogram, counts, total):
@@ -183,3 +201,27 @@ def init_app(app):
     """Expose /metrics (no credentials: Prometheus scrapes it; it holds counts, no data). Only
     sources in RECEIVER_METRICS_ALLOWED_IPS may read it: receiver.web.auth.guard_metrics."""
     app.add_url_rule("/metrics", "metrics", render_metrics, methods=["GET"])
+
+
+# Replication slots of the receiver's database (a CDC connector's, a standby's): the WAL each
+# one keeps on the database's disk. Sampled every minute by each worker's background thread
+# (receiver.maintenance.background), never at scrape time; the most recent sample of a live
+# worker is exported. A slot dropped since reads 0 until the workers restart (multiprocess
+# files cannot forget a series).
+REPLICATION_SLOT_RETAINED = Gauge(
+    f"{PREFIX}_replication_slot_retained_bytes",
+    "WAL the database keeps for a replication slot: current WAL position minus the slot's "
+    "restart_lsn (sampled every minute).",
+    ["slot"],
+    multiprocess_mode="livemostrecent",
+)
+_slots_seen = set()
+
+
+def observe_replication_slots(retained):
+    """Set the slot gauge from one sample, {slot name: bytes retained}; slots gone read 0."""
+    for slot in _slots_seen - set(retained):
+        REPLICATION_SLOT_RETAINED.labels(slot).set(0)
+    for slot, nbytes in retained.items():
+        REPLICATION_SLOT_RETAINED.labels(slot).set(nbytes)
+    _slots_seen.update(retained)
