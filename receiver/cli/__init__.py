@@ -9,7 +9,7 @@ import sys
 import click
 
 from .. import __version__
-from . import campaign, feed, maintain, migrate, psql, quarantine, report, serve, simulate
+from . import campaign, export, feed, maintain, migrate, psql, quarantine, report, serve, simulate
 from .common import ReceiverGroup
 
 
@@ -23,7 +23,8 @@ def cli():
     while it runs."""
 
 
-for module in (serve, migrate, maintain, quarantine, simulate, psql, campaign, report, feed):
+COMMANDS = (serve, migrate, maintain, quarantine, simulate, psql, campaign, report, feed, export)
+for module in COMMANDS:
     module.register(cli)
 
 

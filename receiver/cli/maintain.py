@@ -1,9 +1,11 @@
 """`receiver maintain`, `receiver prune`, `receiver partitions`: keeping years of events."""
 
 import time
+from pathlib import Path
 
 import click
 
+from ..config import ConfigError
 from ..maintenance import retention, tasks
 from ..storage import db, partitions
 from . import common
@@ -23,6 +25,17 @@ class Retention(click.ParamType):
         return keep
 
 
+def require_export_option(function):
+    return click.option(
+        "--require-export",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="RECEIVER_PRUNE_REQUIRE_EXPORT",
+        metavar="DIR",
+        help="drop a month only if its `receiver export --month` in DIR is verified: every "
+        "checksum, and as many rows as the database has (default $RECEIVER_PRUNE_REQUIRE_EXPORT)",
+    )(function)
+
+
 @click.command()
 @click.option(
     "--retention",
@@ -37,12 +50,14 @@ class Retention(click.ParamType):
     metavar="SECONDS",
     help="run again every SECONDS, forever (a Procfile process); default once",
 )
-def maintain(retention, every):
+@require_export_option
+def maintain(retention, every, require_export):
     """Create the coming months' partitions, move stray events into their months, and apply
     the retention if one is set. Safe to run anywhere, any time: passes take turns."""
+    keep_month = export_guard(require_export)
     while True:
         with connection() as conn:
-            report = tasks.maintain(conn, keep=retention)
+            report = tasks.maintain(conn, keep=retention, keep_month=keep_month)
         print_maintenance(report)
         if not every:
             return 0
@@ -58,11 +73,13 @@ def maintain(retention, every):
     help="drop what is older than this, e.g. 400d (at least 7d)",
 )
 @click.option("--dry-run", is_flag=True, help="say what would go, change nothing")
-def prune(older_than, dry_run):
+@require_export_option
+def prune(older_than, dry_run, require_export):
     """Drop whole months of events older than the horizon (and stray old events in the default
     partition), and quarantine rows resolved before it, without stopping ingest."""
+    keep_month = export_guard(require_export)
     with connection() as conn:
-        report = retention.prune(conn, older_than, dry_run=dry_run)
+        report = retention.prune(conn, older_than, dry_run=dry_run, keep_month=keep_month)
     print_prune(report)
     return 0
 
@@ -83,6 +100,26 @@ def list_partitions():
 
 def connection():
     return db.connect(common.database_url(), "receiver maintenance", lock_timeout_ms=1000)
+
+
+def export_guard(directory):
+    """With an export folder: `keep_month(conn, month)` for retention.prune, the reason a month's
+    export there is not verified (None: it is). Without one: None, prune as ever."""
+    if directory is None:
+        return None
+    from ..export import ExportError, require_pyarrow
+
+    try:
+        require_pyarrow()
+    except ExportError as error:
+        raise ConfigError(f"--require-export: {error}") from None
+    from ..export import month as exported
+
+    def keep_month(conn, month):
+        check = exported.verify_month(directory, month, conn)
+        return None if check.ok else f"export not verified: {check.problem}"
+
+    return keep_month
 
 
 def print_maintenance(report):
@@ -108,13 +145,16 @@ def print_prune(report):
     click.echo(f"prune: horizon {report.horizon:%Y-%m-%d %H:%M}Z")
     for name, nbytes in report.dropped:
         click.echo(f"prune: {verb} {name} ({size(nbytes)})")
-    if not report.dropped:
+    for month, why in report.kept:
+        click.echo(f"prune: kept {month:%Y-%m}: {why}")
+    if not report.dropped and not report.kept:
         click.echo("prune: no month is wholly older than the horizon")
     if not report.dry_run:
         click.echo(
             f"prune: {report.default_rows_deleted} stray old event(s) deleted, "
             f"{report.quarantine_rows_deleted} resolved quarantine row(s) deleted, "
-            f"counts of {report.mailings_deleted} mailing(s) deleted"
+            f"counts of {report.mailings_deleted} mailing(s) deleted, "
+            f"{report.status_changes_deleted} superseded status change(s) deleted"
         )
     click.echo(f"prune: events take {size(report.bytes_before)} -> {size(report.bytes_after)}")
 

@@ -1,4 +1,5 @@
-"""Retention: whole months of events dropped, old resolved quarantine rows deleted.
+"""Retention: whole months of events dropped, old resolved quarantine rows deleted, old status
+changes that a later one supersedes deleted (receiver/storage/feed.py).
 
 A month's partition goes only once every event it can hold is older than the horizon, so what
 is kept is never thinned. The horizon may not come closer than the sender's retry window plus a
@@ -10,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..storage import mailing_counts, partitions, quarantine
+from ..storage import feed, mailing_counts, partitions, quarantine
 
 SENDER_RETRY_WINDOW = timedelta(days=3)
 RETENTION_MARGIN = timedelta(days=4)
@@ -32,6 +33,8 @@ class PruneReport:
     default_rows_deleted: int = 0
     quarantine_rows_deleted: int = 0
     mailings_deleted: int = 0  # mailing_counts of mailings whose newest event was older
+    status_changes_deleted: int = 0  # feed entries older, superseded by a later one
+    kept: list = field(default_factory=list)  # (month, why): old enough, kept by `keep_month`
     bytes_before: int = 0
     bytes_after: int = 0
     dry_run: bool = False
@@ -60,16 +63,21 @@ def horizon_for(keep: timedelta, now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - keep
 
 
-def prune(conn, keep: timedelta, now=None, dry_run=False) -> PruneReport:
+def prune(conn, keep: timedelta, now=None, dry_run=False, keep_month=None) -> PruneReport:
     """Drop the months wholly older than the horizon, stray old rows of the default partition,
-    and quarantine rows resolved before it. `conn` in autocommit."""
+    and quarantine rows resolved before it. `conn` in autocommit. `keep_month(conn, month)`,
+    if given, names a reason to keep a month (e.g. its export is not verified), or None."""
     report = PruneReport(horizon_for(keep, now), dry_run=dry_run)
     report.bytes_before = events_bytes(conn)
     doomed = [
-        p
+        (month, p)
         for month, p in partitions.monthly_partitions(conn).items()
         if partitions.add_months(month, 1) <= report.horizon
     ]
+    kept_from = report.horizon
+    if keep_month is not None:
+        doomed, kept_from = spare_months(conn, doomed, report, keep_month)
+    doomed = [p for _, p in doomed]
     report.dropped = [(p.name, p.bytes) for p in doomed]
     if dry_run:
         report.bytes_after = report.bytes_before - report.bytes_freed
@@ -78,11 +86,26 @@ def prune(conn, keep: timedelta, now=None, dry_run=False) -> PruneReport:
         partitions.drop_month(conn, name)
     for partition in doomed:
         partitions.drop_month(conn, partition.name)
-    report.default_rows_deleted = partitions.delete_default_before(conn, report.horizon)
+    report.default_rows_deleted = partitions.delete_default_before(conn, kept_from)
     report.quarantine_rows_deleted = quarantine.delete_resolved_before(conn, report.horizon)
-    report.mailings_deleted = mailing_counts.delete_before(conn, report.horizon)
+    report.mailings_deleted = mailing_counts.delete_before(conn, kept_from)
+    report.status_changes_deleted = feed.compact_status_changes(conn, report.horizon)
     report.bytes_after = events_bytes(conn)
     return report
+
+
+def spare_months(conn, doomed, report, keep_month):
+    """Take the months `keep_month` keeps off `doomed` (into report.kept, with the reason);
+    return the rest, and the instant before which the rest may go: the start of the first month
+    kept (its stray rows in the default partition and its mailings' counts stay with it), or the
+    horizon."""
+    strays = [month for month, _ in partitions.default_months(conn) if month < report.horizon]
+    reasons = {
+        month: keep_month(conn, month) for month in sorted({m for m, _ in doomed} | set(strays))
+    }
+    report.kept = [(month, why) for month, why in reasons.items() if why]
+    kept_from = min((month for month, _ in report.kept), default=report.horizon)
+    return [(month, p) for month, p in doomed if not reasons[month]], kept_from
 
 
 def events_bytes(conn) -> int:

@@ -34,8 +34,9 @@ class MaintenanceReport:
     skipped: bool = False  # another pass held the lock
 
 
-def maintain(conn, keep=None, now=None) -> MaintenanceReport:
-    """One pass on an autocommit connection; `keep` (a timedelta) enables retention."""
+def maintain(conn, keep=None, now=None, keep_month=None) -> MaintenanceReport:
+    """One pass on an autocommit connection; `keep` (a timedelta) enables retention, and
+    `keep_month` (see retention.prune) spares the months it names a reason for."""
     report = MaintenanceReport()
     if keep is not None:
         retention.horizon_for(keep, now)  # refuse a bad retention before touching anything
@@ -49,7 +50,7 @@ def maintain(conn, keep=None, now=None) -> MaintenanceReport:
         report.rolled_up = mailing_counts.roll_up(conn)
         report.deliveries_deleted = expire_deliveries(conn, now)
         if keep is not None:
-            report.pruned = retention.prune(conn, keep, now)
+            report.pruned = retention.prune(conn, keep, now, keep_month=keep_month)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_ID,))
     return report
