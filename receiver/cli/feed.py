@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import click
+import orjson
 import psycopg
 
 from ..config import ConfigError
@@ -93,7 +94,7 @@ def _run(read, tie, after, client, limit, fmt, next_cursor_file) -> int:
             conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
             while True:
                 size = PAGE if limit is None else min(PAGE, limit - printed)
-                page = _read(read, conn, cursor, size, client, fmt)
+                page = _read(read, conn, cursor, size, client)
                 _print(page.rows, fmt, header)
                 printed, header, cursor = printed + len(page.rows), False, page.next
                 if not page.full or (limit is not None and printed >= limit):
@@ -108,10 +109,11 @@ def _run(read, tie, after, client, limit, fmt, next_cursor_file) -> int:
     return 0
 
 
-def _read(read, conn, cursor, size, client, fmt):
+def _read(read, conn, cursor, size, client):
     if read is feed.read_events:
-        # CSV cells hold the payload's JSON text; JSON lines embed it as an object.
-        return read(conn, cursor, size, client, payload="json" if fmt == "json" else "text")
+        # As its JSON text, never parsed: an integer beyond 64 bits (or 4,300 digits) is a
+        # valid payload that a parser here could refuse, and that event would stop the feed.
+        return read(conn, cursor, size, client, payload="text")
     page = read(conn, cursor, size, client)
     for row in page.rows:
         row["suppress"] = row["status"] != "subscribed"
@@ -119,6 +121,13 @@ def _read(read, conn, cursor, size, client, fmt):
 
 
 def _print(rows, fmt, header):
+    if fmt == "json":
+        # One object per line; the payload embedded as the JSON text it is stored as.
+        for row in rows:
+            if "payload" in row:
+                row["payload"] = orjson.Fragment(row["payload"])
+            sys.stdout.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE).decode())
+        return
     if not rows and not header:
         return
     columns = list(rows[0]) if rows else []

@@ -178,7 +178,8 @@ def horizon(conn) -> int:
 
 
 def read_status_changes(conn, after=None, limit=1000, client=None) -> Page:
-    """Status changes after the cursor `after` (text or Cursor), at most `limit`."""
+    """Status changes after the cursor `after` (text or Cursor), at most `limit` (>= 1)."""
+    _check_limit(limit)
     cursor = after if isinstance(after, Cursor) else Cursor.parse(after, "id")
     top = horizon(conn)
     params = {
@@ -198,6 +199,7 @@ def read_status_changes(conn, after=None, limit=1000, client=None) -> Page:
 def read_events(conn, after=None, limit=1000, client=None, payload="json") -> Page:
     """Events after the cursor `after` (text or Cursor), at most `limit`; `payload`: "json"
     (parsed) or "text" (its JSON text)."""
+    _check_limit(limit)
     cursor = after if isinstance(after, Cursor) else Cursor.parse(after, "event")
     top = horizon(conn)
     client_key, kind, micros, key = cursor.tie or (None, None, None, None)
@@ -218,6 +220,12 @@ def read_events(conn, after=None, limit=1000, client=None, payload="json") -> Pa
         tie = (last["client_id"], last["type"], _to_micros(last["created_at"]), last["event_key"])
         return Page(rows, Cursor(last["xid"], tie), top, True)
     return Page(rows, Cursor(max(top, cursor.position)), top, False)
+
+
+def _check_limit(limit):
+    # A page of none could not say where the next one starts.
+    if limit < 1:
+        raise ValueError(f"a page holds at least one row, not {limit}")
 
 
 def _fetch(conn, query, params) -> list:

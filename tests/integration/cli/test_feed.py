@@ -11,8 +11,8 @@ import pytest
 from receiver.cli import main
 from receiver.storage import feed
 
-from support import wait_until
-from support.reporting import MINUTE, T0, deliver, status_event
+from support import post, wait_until
+from support.reporting import CLIENT, MINUTE, T0, deliver, status_event
 
 
 @pytest.fixture
@@ -82,3 +82,12 @@ def test_a_cursor_it_did_not_write_is_one_line_and_status_2(run_feed, tmp_path):
     assert (status, out) == (2, "")
     assert err.count("\n") == 1 and "not a cursor" in err
     assert not cursor_file.exists()
+
+
+def test_a_payload_no_parser_here_would_read_is_printed_as_stored(client, run_feed):
+    huge = "9" * 5000  # valid JSON; Python's int() refuses more than 4,300 digits
+    batch = f'[{{"type":"open","id":"big","clientId":{CLIENT},"created":{T0},"n":{huge}}}]'
+    assert post(client, batch.encode()).status_code == 200
+    status, out, _ = run_feed("events", "--format", "json")
+    assert status == 0
+    assert f'"n":{huge}' in out.replace(" ", "")
