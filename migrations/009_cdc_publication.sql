@@ -47,7 +47,8 @@
 -- changing that under it would silently change the subscriber's data. If it differs from the
 -- above, a WARNING says how. The migration never fails for the publication: the systemd unit
 -- runs `receiver migrate` before every start, and an optional feature must not stop ingest.
--- (psycopg discards notices: these WARNINGs are read in the PostgreSQL server log.)
+-- (`receiver migrate` prints these WARNINGs; PostgreSQL's own, such as wal_level's, stay in
+-- its server log.)
 
 DO $$
 DECLARE

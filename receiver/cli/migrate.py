@@ -13,7 +13,10 @@ def migrate():
     Idempotent, and safe when several processes run it at once (an advisory lock)."""
     moved, recounted = [], []
     applied = migrations.migrate(
-        common.database_url(), progress=moved.append, recounted=recounted.append
+        common.database_url(),
+        progress=moved.append,
+        recounted=recounted.append,
+        warned=lambda text: click.echo(f"receiver: migrate: warning: {text}", err=True),
     )
     click.echo(
         f"receiver: {len(applied)} migration(s) applied"

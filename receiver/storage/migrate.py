@@ -55,12 +55,13 @@ def load_migrations(folder=None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def migrate(conninfo: str, progress=None, recounted=None) -> list[Migration]:
+def migrate(conninfo: str, progress=None, recounted=None, warned=None) -> list[Migration]:
     """Apply pending migrations in one transaction, then settle the partitions of `events` and
     count the mailings stored before 006, log the statuses decided before 008 (the feed's
     seed); return the migrations applied. `progress(rows)`
-    hears of rows moved from the old table, `recounted(mailings)` of the mailings counted."""
-    applied = apply_pending(conninfo)
+    hears of rows moved from the old table, `recounted(mailings)` of the mailings counted,
+    `warned(text)` of what a migration warns about (e.g. a publication it could not create)."""
+    applied = apply_pending(conninfo, warned)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         # Outside the migrations' transaction: each step commits on its own and takes only
         # short locks, so ingest goes on meanwhile and an interruption is resumed next time.
@@ -73,9 +74,12 @@ def migrate(conninfo: str, progress=None, recounted=None) -> list[Migration]:
     return applied
 
 
-def apply_pending(conninfo: str) -> list[Migration]:
-    """Apply pending migrations in one transaction; return what was applied."""
+def apply_pending(conninfo: str, warned=None) -> list[Migration]:
+    """Apply pending migrations in one transaction; return what was applied. `warned(text)`
+    hears each WARNING a migration raises itself (PostgreSQL's own notices stay in its log)."""
     with psycopg.connect(conninfo, autocommit=False) as conn:
+        if warned:
+            conn.add_notice_handler(lambda diag: _pass_on_warning(diag, warned))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
         conn.execute(CREATE_LEDGER)
         todo = pending(conn)
@@ -87,6 +91,14 @@ def apply_pending(conninfo: str) -> list[Migration]:
             )
         conn.commit()
     return todo
+
+
+def _pass_on_warning(diag, warned):
+    # RAISE WARNING in a migration's own code comes from PL/pgSQL's exec_stmt_raise; the
+    # server's notices (e.g. CREATE PUBLICATION at wal_level replica) are for its log only.
+    if diag.severity_nonlocalized == "WARNING" and diag.source_function == "exec_stmt_raise":
+        hint = f" ({diag.message_hint})" if diag.message_hint else ""
+        warned(f"{diag.message_primary}{hint}")
 
 
 def pending(conn) -> list[Migration]:

@@ -103,3 +103,14 @@ def test_concurrent_migrations_apply_each_file_once(empty_database):
     with psycopg.connect(empty_database) as conn:
         recorded = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
     assert recorded == len(load_migrations())
+
+
+def test_a_migrations_own_warning_reaches_the_caller(empty_database):
+    """009 leaves a hand-made publication of its name as it is, and says so."""
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("CREATE PUBLICATION receiver")
+    warnings = []
+    migrate(empty_database, warned=warnings.append)
+    assert len(warnings) == 1
+    assert warnings[0].startswith('publication "receiver" exists and differs')
+    assert "publishes deletes makes `receiver maintain` fail" in warnings[0]
