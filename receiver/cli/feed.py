@@ -95,10 +95,12 @@ def _run(read, tie, after, client, limit, fmt, next_cursor_file) -> int:
             while True:
                 size = PAGE if limit is None else min(PAGE, limit - printed)
                 page = _read(read, conn, cursor, size, client)
-                _print(page.rows, fmt, header)
+                _print(page, fmt, header)
                 printed, header, cursor = printed + len(page.rows), False, page.next
                 if not page.full or (limit is not None and printed >= limit):
                     break
+    except feed.CursorAhead as error:
+        raise ConfigError(f"--after: {error}") from None
     except psycopg.Error as error:
         print(f"receiver: feed: database error: {error}", file=sys.stderr)
         return 1
@@ -117,10 +119,12 @@ def _read(read, conn, cursor, size, client):
     page = read(conn, cursor, size, client)
     for row in page.rows:
         row["suppress"] = row["status"] != "subscribed"
+    page.columns = (*page.columns, "suppress")
     return page
 
 
-def _print(rows, fmt, header):
+def _print(page, fmt, header):
+    rows = page.rows
     if fmt == "json":
         # One object per line; the payload embedded as the JSON text it is stored as.
         for row in rows:
@@ -130,8 +134,8 @@ def _print(rows, fmt, header):
         return
     if not rows and not header:
         return
-    columns = list(rows[0]) if rows else []
-    text = output.render(reporting.Report(columns, rows), fmt)
+    # The header even without rows: an importer reads a file of no changes as such.
+    text = output.render(reporting.Report(list(page.columns), rows), fmt)
     if fmt == "csv" and not header:
         text = text.partition("\n")[2]
     sys.stdout.write(text)

@@ -19,11 +19,13 @@ logger = logging.getLogger("receiver.maintenance")
 # restart_lsn and keeps nothing.
 SLOTS_RETAINED = """
 SELECT slot_name::text,
-       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
-                            ELSE pg_current_wal_lsn() END, restart_lsn)::bigint
+       coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
+                                     ELSE pg_current_wal_lsn() END, restart_lsn), 0)::bigint
 FROM pg_replication_slots
 WHERE restart_lsn IS NOT NULL
 """
+# (coalesce: a standby that receives no WAL, e.g. restoring from an archive, has no receive
+# position; its slots then read 0 rather than a null the gauge cannot take.)
 
 
 def start(config, interval=INTERVAL_SECONDS, slots_interval=SLOTS_INTERVAL_SECONDS):
@@ -64,9 +66,9 @@ def sample_slots_quietly(connect, failing=False) -> bool:
     try:
         with connect() as conn:
             retained = dict(conn.execute(SLOTS_RETAINED).fetchall())
+        metrics.observe_replication_slots(retained)
     except Exception:  # the database is down or busy: /metrics keeps the last sample
         if not failing:
             logger.warning("could not read the replication slots", exc_info=True)
         return True
-    metrics.observe_replication_slots(retained)
     return False

@@ -158,6 +158,7 @@ def make_pool(config, name="receiver", size=None) -> ReceiverPool:
 
 def _session_settings(statement_timeout_ms, deadline_seconds):
     def settings(conn):
+        conn.execute(UTC_SESSION)
         # A statement that runs longer than this is cancelled and the request answers 503.
         conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
         conn.execute("SET idle_in_transaction_session_timeout = 60000")
@@ -174,6 +175,12 @@ def _session_settings(statement_timeout_ms, deadline_seconds):
         call_with_deadline(conn, deadline_seconds, settings)
 
     return configure
+
+
+# Times read back (the feeds, exports, reports) in UTC whatever the server's TimeZone: every
+# time the receiver accepts (years 1 to 9999 UTC) then fits Python's datetime, where in another
+# zone an event of 9999-12-31 would overflow it and stop every reader at that row.
+UTC_SESSION = "SET TimeZone = 'UTC'"
 
 
 # The readiness probe's own pool: one connection at most, so that probes (however many load
@@ -223,6 +230,7 @@ def connect(url, application_name, lock_timeout_ms=None) -> psycopg.Connection:
     conn = psycopg.connect(
         url, autocommit=True, connect_timeout=5, application_name=application_name
     )
+    conn.execute(UTC_SESSION)
     if lock_timeout_ms is not None:
         conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
     return conn

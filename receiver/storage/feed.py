@@ -70,6 +70,14 @@ class BadCursor(ValueError):
     """A cursor that this receiver did not write."""
 
 
+class CursorAhead(BadCursor):
+    """A cursor past this database's horizon: no reader of this database can have one (the
+    horizon only moves forward). The database was restored, or a replica without the latest
+    transactions was promoted: its new transactions reuse positions the reader has passed, so
+    reading on from there would skip them. The reader must start again from a cursor it trusts
+    (e.g. the beginning, applying entries it already has as no-ops)."""
+
+
 @dataclass(frozen=True)
 class Cursor:
     position: int = 0
@@ -123,34 +131,33 @@ class Page:
     next: Cursor
     horizon: int  # positions below this one are final
     full: bool  # the page holds `limit` rows: there may be more before the horizon
+    columns: tuple = ()  # the rows' keys, in order (also when there are none)
 
 
 # The seed (migrations/008): the next few statuses decided before 008 that have no entry yet,
-# one entry each, at the later of this transaction's id and anything logged for the recipient
-# meanwhile. FOR UPDATE: a batch changing one of these recipients waits for this short
-# transaction (or this one for it), so the seed entry and the batch's entry come in the order
-# their changes did, and a status the batch logged first needs no seed (NOT EXISTS).
-SEED_BATCH = """
-WITH place AS (SELECT client_id, recipient_id FROM status_changes_seed FOR UPDATE),
-batch AS (
-    SELECT s.* FROM recipient_status s, place
-    WHERE (s.client_id, s.recipient_id) > (place.client_id, place.recipient_id)
-    ORDER BY s.client_id, s.recipient_id LIMIT %(batch)s
-    FOR UPDATE OF s
-), seeded AS (
-    INSERT INTO status_changes (position, client_id, recipient_id, status, status_at,
-        status_event_type, mailing_id, status_event_key, changed_at)
-    SELECT pg_current_xact_id(), client_id, recipient_id, status, status_at, status_event_type,
-           mailing_id, status_event_key, changed_at
-    FROM batch b
-    WHERE NOT EXISTS (SELECT FROM status_changes c
-                      WHERE c.client_id = b.client_id AND c.recipient_id = b.recipient_id)
-    ORDER BY client_id, recipient_id
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM seeded),
-       (SELECT client_id FROM batch ORDER BY client_id DESC, recipient_id DESC LIMIT 1),
-       (SELECT recipient_id FROM batch ORDER BY client_id DESC, recipient_id DESC LIMIT 1)
+# one entry each. Two statements in one short transaction: the first locks the batch's rows
+# (FOR UPDATE), so a batch changing one of them waits for the seed, and its entry comes after
+# the seed's; the second, a statement of its own and so with a snapshot taken once the locks
+# are held, sees every entry of a batch that held one of those rows first and committed (that
+# recipient needs no seed: its latest entry carries its status).
+SEED_PLACE = "SELECT client_id, recipient_id FROM status_changes_seed FOR UPDATE"
+SEED_LOCK = """
+SELECT client_id, recipient_id FROM recipient_status
+WHERE (client_id, recipient_id) > (%(client)s, %(recipient)s)
+ORDER BY client_id, recipient_id LIMIT %(batch)s
+FOR UPDATE
+"""
+SEED_INSERT = """
+INSERT INTO status_changes (position, client_id, recipient_id, status, status_at,
+    status_event_type, mailing_id, status_event_key, changed_at)
+SELECT pg_current_xact_id(), client_id, recipient_id, status, status_at, status_event_type,
+       mailing_id, status_event_key, changed_at
+FROM recipient_status b
+WHERE (client_id, recipient_id) > (%(client)s, %(recipient)s)
+  AND (client_id, recipient_id) <= (%(last_client)s, %(last_recipient)s)
+  AND NOT EXISTS (SELECT FROM status_changes c
+                  WHERE c.client_id = b.client_id AND c.recipient_id = b.recipient_id)
+ORDER BY client_id, recipient_id
 """
 
 
@@ -160,15 +167,24 @@ def seed_status_changes(conn, batch=5_000) -> int:
     seeded = 0
     while True:
         with conn.transaction():
-            read, written, client, recipient = conn.execute(SEED_BATCH, {"batch": batch}).fetchone()
-            seeded += written
-            if read < batch:
-                # Done (or nothing to do): no place left means no seed to resume.
-                conn.execute("DELETE FROM status_changes_seed")
+            # FOR UPDATE: two `receiver migrate` at once take turns, batch by batch.
+            place = conn.execute(SEED_PLACE).fetchone()
+            if place is None:
                 return seeded
+            client, recipient = place
+            locked = conn.execute(
+                SEED_LOCK, {"client": client, "recipient": recipient, "batch": batch}
+            ).fetchall()
+            if not locked:
+                conn.execute("DELETE FROM status_changes_seed")  # done: nothing to resume
+                return seeded
+            last_client, last_recipient = locked[-1]
+            params = {"client": client, "recipient": recipient,
+                      "last_client": last_client, "last_recipient": last_recipient}  # fmt: skip
+            seeded += conn.execute(SEED_INSERT, params).rowcount
             conn.execute(
                 "UPDATE status_changes_seed SET client_id = %s, recipient_id = %s",
-                (client, recipient),
+                (last_client, last_recipient),
             )
 
 
@@ -177,11 +193,22 @@ def horizon(conn) -> int:
     return conn.execute(HORIZON).fetchone()[0]
 
 
+def checked_horizon(conn, cursor) -> int:
+    """The horizon, or CursorAhead if `cursor` is past it."""
+    top = horizon(conn)
+    if cursor.position > top:
+        raise CursorAhead(
+            f"cursor {cursor} is ahead of this database (its transactions are at {top}): "
+            "restored or failed over? start again from a cursor you trust"
+        )
+    return top
+
+
 def read_status_changes(conn, after=None, limit=1000, client=None) -> Page:
     """Status changes after the cursor `after` (text or Cursor), at most `limit` (>= 1)."""
     _check_limit(limit)
     cursor = after if isinstance(after, Cursor) else Cursor.parse(after, "id")
-    top = horizon(conn)
+    top = checked_horizon(conn, cursor)
     params = {
         "position": str(cursor.position),
         "id": cursor.tie if cursor.tie is not None else 0,
@@ -189,11 +216,11 @@ def read_status_changes(conn, after=None, limit=1000, client=None) -> Page:
         "client": client,
         "limit": limit,
     }
-    rows = _fetch(conn, STATUS_CHANGES, params)
+    columns, rows = _fetch(conn, STATUS_CHANGES, params)
     if len(rows) >= limit:
         last = rows[-1]
-        return Page(rows, Cursor(last["position"], last["id"]), top, True)
-    return Page(rows, Cursor(max(top, cursor.position)), top, False)
+        return Page(rows, Cursor(last["position"], last["id"]), top, True, columns)
+    return Page(rows, Cursor(max(top, cursor.position)), top, False, columns)
 
 
 def read_events(conn, after=None, limit=1000, client=None, payload="json") -> Page:
@@ -201,7 +228,7 @@ def read_events(conn, after=None, limit=1000, client=None, payload="json") -> Pa
     (parsed) or "text" (its JSON text)."""
     _check_limit(limit)
     cursor = after if isinstance(after, Cursor) else Cursor.parse(after, "event")
-    top = horizon(conn)
+    top = checked_horizon(conn, cursor)
     client_key, kind, micros, key = cursor.tie or (None, None, None, None)
     params = {
         "position": str(cursor.position),
@@ -214,12 +241,12 @@ def read_events(conn, after=None, limit=1000, client=None, payload="json") -> Pa
         "client": client,
         "limit": limit,
     }
-    rows = _fetch(conn, EVENTS[payload], params)
+    columns, rows = _fetch(conn, EVENTS[payload], params)
     if len(rows) >= limit:
         last = rows[-1]
         tie = (last["client_id"], last["type"], _to_micros(last["created_at"]), last["event_key"])
-        return Page(rows, Cursor(last["xid"], tie), top, True)
-    return Page(rows, Cursor(max(top, cursor.position)), top, False)
+        return Page(rows, Cursor(last["xid"], tie), top, True, columns)
+    return Page(rows, Cursor(max(top, cursor.position)), top, False, columns)
 
 
 def _check_limit(limit):
@@ -228,9 +255,10 @@ def _check_limit(limit):
         raise ValueError(f"a page holds at least one row, not {limit}")
 
 
-def _fetch(conn, query, params) -> list:
+def _fetch(conn, query, params) -> tuple[tuple, list]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()
+        rows = cur.execute(query, params).fetchall()
+        return tuple(column.name for column in cur.description), rows
 
 
 def _is_bigint_digits(text) -> bool:

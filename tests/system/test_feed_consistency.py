@@ -100,6 +100,9 @@ class HttpConsumer:
                 auth=FEED_READER,
                 timeout=self.wait + 15,
             )
+            if answer.status_code in (429, 503):  # busy or slow: as told, later, same cursor
+                time.sleep(float(answer.headers["Retry-After"]))
+                continue
             assert answer.status_code == 200, answer.text
             page = answer.json()
             self.rows += page["changes" if self.name == "status-changes" else "events"]

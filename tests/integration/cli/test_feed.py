@@ -49,6 +49,7 @@ def test_status_changes_as_csv_then_only_what_is_new(client, run_feed, tmp_path)
     assert err.strip() == f"next cursor: {cursor}"
     status, out, _ = run_feed("status-changes", "--after", cursor)
     assert (status, list(csv.DictReader(io.StringIO(out)))) == (0, [])
+    assert out.startswith("position,id,client_id,recipient_id,status,previous_status,")  # a header
     deliver(client, status_event("doubleoptin", "a@x", T0 + 2 * MINUTE, "o2"))
     status, out, _ = run_feed("status-changes", "--after", cursor, "--format", "json")
     assert [json.loads(line)["status_event_key"] for line in out.splitlines()] == ["o2"]
@@ -91,3 +92,25 @@ def test_a_payload_no_parser_here_would_read_is_printed_as_stored(client, run_fe
     status, out, _ = run_feed("events", "--format", "json")
     assert status == 0
     assert f'"n":{huge}' in out.replace(" ", "")
+
+
+def test_times_at_the_edge_of_the_range_read_back_in_any_server_time_zone(
+    client, run_feed, database_url
+):
+    """Read in the server's zone, 9999-12-31T23:59:59.999Z is in year 10000: beyond Python's
+    datetime. The receiver reads in UTC, so that event cannot stop the feed."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        name = conn.info.dbname
+        conn.execute(f"ALTER DATABASE \"{name}\" SET timezone = 'Europe/Berlin'")
+    deliver(client, status_event("unsubscribe", "edge", 253_402_300_799_999, "last-ms"))
+    status, out, _ = run_feed("status-changes", "--format", "json")
+    assert status == 0
+    assert json.loads(out)["status_at"] == "9999-12-31T23:59:59.999000+00:00"
+
+
+def test_a_cursor_ahead_of_the_database_is_one_line_and_status_2(run_feed, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ahead = feed.horizon(conn) + 1000
+    status, out, err = run_feed("events", "--after", str(ahead))
+    assert (status, out) == (2, "")
+    assert "ahead of this database" in err and err.count("\n") == 1

@@ -10,7 +10,7 @@ import pytest
 
 from receiver.storage import feed
 from receiver.storage.events import INSERT_EVENTS
-from receiver.storage.migrate import CREATE_LEDGER, load_migrations, migrate
+from receiver.storage.migrate import CREATE_LEDGER, apply_pending, load_migrations, migrate
 
 from support import body, post, wait_until
 from support.reporting import CLIENT, MINUTE, T0, deliver, status_event
@@ -126,10 +126,10 @@ def test_a_change_committed_across_a_read_is_in_the_next_read(client, conn, data
     assert changes(conn, cursor1) == [("r@x", "subscribed", "unsubscribed")]
 
 
-def waiting_for_lock(conn) -> bool:
+def waiting_for_lock(conn, statement="INSERT INTO events") -> bool:
     found = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        " AND query LIKE '%%INSERT INTO events%%'"
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        (f"%{statement}%",),
     )
     return found.fetchone()[0] > 0
 
@@ -167,6 +167,15 @@ def test_nothing_at_or_after_a_running_transaction_is_returned(database_url, con
     ]
 
 
+def test_a_cursor_ahead_of_the_database_is_refused(conn):
+    """A restored database, or a promoted replica that had not all of the primary's
+    transactions, hands out positions again that a reader has passed: refused, not skipped."""
+    ahead = feed.horizon(conn) + 1000
+    for read, cursor in ((feed.read_events, f"{ahead}"), (feed.read_status_changes, f"{ahead}:3")):
+        with pytest.raises(feed.CursorAhead, match="ahead of this database"):
+            read(conn, cursor)
+
+
 def test_a_cursor_this_feed_did_not_write_is_refused():
     for text in ("x", "-1", "1:x", "1:2:3", "9" * 30, "1:" + "A" * 10):
         with pytest.raises(feed.BadCursor):
@@ -176,9 +185,9 @@ def test_a_cursor_this_feed_did_not_write_is_refused():
     assert feed.Cursor.parse(str(feed.Cursor(5, tie)), "event") == feed.Cursor(5, tie)
 
 
-def test_statuses_decided_before_the_feed_existed_are_its_first_entries(empty_database):
-    """An upgrade: statuses stored under 007 get one entry each, by `receiver migrate`."""
-    with psycopg.connect(empty_database, autocommit=True) as conn:
+def migrate_to_007(url):
+    """A database as the receiver left it before 008, with January 2026's partition."""
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CREATE_LEDGER)
         for migration in load_migrations():
             if migration.version < 8:
@@ -189,6 +198,12 @@ def test_statuses_decided_before_the_feed_existed_are_its_first_entries(empty_da
                 )
         conn.execute("CREATE TABLE events_2026_01 PARTITION OF events"
                      " FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')")  # fmt: skip
+
+
+def test_statuses_decided_before_the_feed_existed_are_its_first_entries(empty_database):
+    """An upgrade: statuses stored under 007 get one entry each, by `receiver migrate`."""
+    migrate_to_007(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
         store(conn, *(status_event("singleoptin", f"r{i:02}", T0, f"o{i}") for i in range(12)))
         store(conn, status_event("unsubscribe", "r03", T0 + 1, "u3"))
         newer = [m.version for m in load_migrations() if m.version >= 8]
@@ -201,6 +216,29 @@ def test_statuses_decided_before_the_feed_existed_are_its_first_entries(empty_da
         assert changes(conn)[-1] == ("r05", "subscribed", "unsubscribed")
         assert conn.execute("SELECT count(*) FROM status_changes_seed").fetchone()[0] == 0
         assert migrate(empty_database) == [] and len(changes(conn)) == 13  # seeded once
+
+
+def test_a_change_committed_while_the_seed_waits_for_it_is_logged_once(empty_database):
+    """A batch holds r5's status row when the seed reaches it, then commits its change: r5's
+    one entry is the batch's (the seed sees it once it has the row), never a second one."""
+    migrate_to_007(empty_database)
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        store(conn, *(status_event("singleoptin", f"r{i}", T0, f"o{i}") for i in range(9)))
+        apply_pending(empty_database)  # 008, without the seed
+        with psycopg.connect(empty_database) as batch:
+            store(batch, status_event("unsubscribe", "r5", T0 + 1, "u5"))
+            seeder = psycopg.connect(empty_database, autocommit=True)
+            seeding = threading.Thread(target=feed.seed_status_changes, args=(seeder, 4))
+            seeding.start()
+            wait_until(lambda: waiting_for_lock(conn, "FROM recipient_status"), timeout=5)
+            batch.commit()
+        seeding.join()
+        seeder.close()
+        entries = changes(conn)
+    assert sorted(entries) == sorted(
+        [(f"r{i}", None, "subscribed") for i in range(9) if i != 5]
+        + [("r5", "subscribed", "unsubscribed")]
+    )
 
 
 def test_events_stored_before_the_feed_existed_have_no_position(empty_database):
