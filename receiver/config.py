@@ -67,9 +67,10 @@ class Config:
     body_timeout: float = 1.5
     retry_after_seconds: int = 10
     log_level: str = "INFO"
-    # The change feed over HTTP (receiver.web.feed): its readers' own Basic Auth pairs, and how
-    # many of its requests may long-poll at once in each worker.
+    # The change feed over HTTP (receiver.web.feed): its readers' own Basic Auth pairs, how many
+    # of its requests each worker serves at once, and how many of those may long-poll.
     feed_basic_auth: tuple[tuple[str, str], ...] = ()
+    feed_max_requests: int = 2
     feed_max_waiting: int = 2
 
     @property
@@ -180,11 +181,16 @@ SETTINGS = {
         "password is the rest of the line, spaces and colons included.",
         "",
     ),
+    "RECEIVER_FEED_MAX_REQUESTS": (
+        "Most feed requests a worker serves at once, long-polls included; one more gets 429 "
+        "with Retry-After: 1. Each holds one of the worker's threads until its answer is sent, "
+        "so it must stay below RECEIVER_THREADS: the webhook always keeps the rest.",
+        "2",
+    ),
     "RECEIVER_FEED_MAX_WAITING": (
-        "Most feed requests of a worker that long-poll at once (`wait` > 0 and nothing new "
-        "yet); one more gets 429 with Retry-After: 1. Each holds one of the worker's threads "
-        "while it waits, so it must stay below RECEIVER_THREADS: the webhook keeps the rest. "
-        "0 turns long-polling off.",
+        "Of those, most that long-poll at once (`wait` > 0 and nothing new yet); one more gets "
+        "429 with Retry-After: 1. Above RECEIVER_FEED_MAX_REQUESTS it changes nothing. 0 turns "
+        "long-polling off: `wait` is ignored, an empty page is answered at once.",
         "2",
     ),
     "RECEIVER_RETENTION": (
@@ -236,7 +242,7 @@ def load_config(environ=None) -> Config:
         retry_after_seconds=_integer(get, "RECEIVER_RETRY_AFTER", minimum=1),
         log_level=_log_level(get("LOG_LEVEL")),
         feed_basic_auth=_feed_credentials(get, basic_auth),
-        feed_max_waiting=_feed_max_waiting(get, env),
+        **_feed_places(get, env),
     )
 
 
@@ -294,22 +300,28 @@ def _feed_credentials(get, campaign_pairs) -> tuple[tuple[str, str], ...]:
 
 
 # gunicorn's threads per worker (receiver/web/gunicorn_conf.py reads the same variable, with
-# the same default); a long-poll holds one of them while it waits.
+# the same default); a feed request holds one of them until it is answered.
 DEFAULT_THREADS = 4
 
 
-def _feed_max_waiting(get, env) -> int:
-    """RECEIVER_FEED_MAX_WAITING, below the worker's threads, so that long-polls can never hold
-    every thread and leave Campaign's batches waiting."""
-    most = _integer(get, "RECEIVER_FEED_MAX_WAITING", minimum=0)
+def _feed_places(get, env) -> dict:
+    """RECEIVER_FEED_MAX_REQUESTS and RECEIVER_FEED_MAX_WAITING, each below the worker's
+    threads, so that the feed's requests, waiting or not, can never hold every thread and leave
+    Campaign's batches waiting."""
     threads = (env.get("RECEIVER_THREADS") or "").strip()
     threads = int(threads) if threads.isascii() and threads.isdigit() else DEFAULT_THREADS
-    if most >= threads:
-        raise ConfigError(
-            f"RECEIVER_FEED_MAX_WAITING must be less than the worker's threads "
-            f"(RECEIVER_THREADS, {threads}): each waiting request holds one"
-        )
-    return most
+    places = {}
+    for name, field, minimum, each in (
+        ("RECEIVER_FEED_MAX_WAITING", "feed_max_waiting", 0, "each waiting request"),
+        ("RECEIVER_FEED_MAX_REQUESTS", "feed_max_requests", 1, "each feed request"),
+    ):
+        places[field] = _integer(get, name, minimum=minimum)
+        if places[field] >= threads:
+            raise ConfigError(
+                f"{name} must be less than the worker's threads "
+                f"(RECEIVER_THREADS, {threads}): {each} holds one"
+            )
+    return places
 
 
 def _credentials(get, name, parse_value, parse_file):

@@ -133,7 +133,7 @@ POOL_CONNECTIONS = Gauge(
 FEED_REQUESTS = Counter(
     f"{PREFIX}_feed_requests",
     "Change feed requests (GET /feed/...), by feed (status-changes, events) and outcome (ok, "
-    "bad_request, unauthorized, not_enabled, too_many_waiting, unavailable).",
+    "bad_request, unauthorized, not_enabled, too_many_requests, too_many_waiting, unavailable).",
     ["feed", "outcome"],
 )
 FEED_ROWS = Counter(

@@ -12,9 +12,17 @@ Whatever the readers do, Campaign's webhook must not notice:
 - reads run on a pool of their own (FEED_POOL_SIZE connections per worker, opened when first
   needed), never the webhook's, and a connection is held for one read, never across the sleep
   between two polls;
-- a long-poll holds one of the worker's few gunicorn threads while it sleeps, so at most
-  RECEIVER_FEED_MAX_WAITING requests of a worker wait at once (the boot keeps it below the
-  threads); one more is answered 429 at once rather than take another thread;
+- every feed request holds one of the worker's few gunicorn threads until its answer is
+  written out (a long-poll while it sleeps, a read of 10,000 rows while it reads and writes
+  them), so at most RECEIVER_FEED_MAX_REQUESTS of a worker are served at once, long-polls
+  included (the boot keeps it below the threads: the webhook always has the rest); one more
+  is answered 429 at once rather than take another thread; of those, at most
+  RECEIVER_FEED_MAX_WAITING long-poll (0: none, `wait` is then ignored and an empty page
+  answered at once). What the cap leaves is CPU: that many threads reading and writing pages
+  beside the webhook's, each page's work bounded by `limit`;
+- a worker told to stop (SIGTERM, gunicorn's graceful stop; SIGINT, SIGQUIT) ends its
+  long-polls at once with their empty page (gunicorn_conf.py calls `stop`), so that stopping
+  takes no longer with readers than without;
 - every read is bounded like the webhook's database calls (the pool's wait, then the database
   deadline, cut by the watchdog), and the whole answer comes within `wait` + 9.5 s of the
   request's arrival: a slow or silent database is answered 503 with Retry-After.
@@ -44,22 +52,35 @@ from . import auth, webhook, worker
 bp = Blueprint("feed", __name__)
 logger = logging.getLogger("receiver.request")
 
-# Connections of the feed's pool per worker: a read holds one for milliseconds, and the long-polls
-# of a worker (RECEIVER_FEED_MAX_WAITING, 2) read one at a time between their sleeps.
+# Connections of the feed's pool per worker: one for each feed request a worker serves at once by
+# default (RECEIVER_FEED_MAX_REQUESTS, 2); a read holds one for milliseconds (a big page for
+# longer), so a worker allowed more requests than that seldom has one wait for a connection.
 FEED_POOL_SIZE = 2
 POOL_NAME = "receiver.feed_pool"
+# app.extensions: the places of all feed requests, of the long-polls, and the worker's stop.
+REQUESTS = "receiver.feed_requests"
+WAITING = "receiver.feed_waiting"
+STOPPING = "receiver.feed_stopping"
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000
 MAX_WAIT_SECONDS = 30
 # Between two reads of a long-poll: a batch is heard of within this long of becoming readable,
 # for about three reads (two short statements each) a second per waiting request.
 POLL_SECONDS = 0.3
-# The answer to one long-poll too many: a waiting request ends within `wait`, so a slot is
-# soon free.
-RETRY_WAITING_SECONDS = 1
+# The answer to one feed request (or long-poll) too many: a request holds its place for at most
+# `wait` + 9.5 s, a read without `wait` for far less, so a place is soon free.
+RETRY_PLACES = {"Retry-After": "1"}
 # Every answer within `wait` + this long of the request's arrival, the webhook's own bound.
 ANSWER_WITHIN_SECONDS = webhook.ANSWER_WITHIN_SECONDS - webhook.ANSWER_RESERVE_SECONDS
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="receiver feed", charset="UTF-8"'}
-OUTCOMES = ("ok", "bad_request", "unauthorized", "not_enabled", "too_many_waiting", "unavailable")
+OUTCOMES = (
+    "ok",
+    "bad_request",
+    "unauthorized",
+    "not_enabled",
+    "too_many_requests",
+    "too_many_waiting",
+    "unavailable",
+)
 # Answers hold personal data (recipients' addresses): no proxy or browser may keep them.
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -112,28 +133,65 @@ class Query:
     wait: int
 
 
-class Waiting:
-    """The long-polls of this process, at most `most` at once (RECEIVER_FEED_MAX_WAITING)."""
+class Places:
+    """At most `most` at once in this process: feed requests (RECEIVER_FEED_MAX_REQUESTS) or,
+    of those, long-polls (RECEIVER_FEED_MAX_WAITING); `gauge`, if given, follows the count."""
 
-    def __init__(self, most: int):
+    def __init__(self, most: int, gauge=None):
         self.most = most
         self.count = 0
+        self.gauge = gauge
         self._lock = threading.Lock()
 
-    def enter(self) -> bool:
-        """Take a place; False when every place is taken."""
+    def take(self) -> "Place | None":
+        """A place, or None when every one is taken."""
         with self._lock:
             if self.count >= self.most:
-                return False
+                return None
             self.count += 1
-        metrics.FEED_WAITING.inc()
-        return True
+        if self.gauge is not None:
+            self.gauge.inc()
+        return Place(self)
 
-    def leave(self):
-        """Give the place back."""
+    def _give_back(self):
         with self._lock:
             self.count -= 1
-        metrics.FEED_WAITING.dec()
+        if self.gauge is not None:
+            self.gauge.dec()
+
+
+class Place:
+    """A place taken; `release` gives it back (once, however often it is called)."""
+
+    def __init__(self, places: Places):
+        self._places = places
+
+    def release(self):
+        places, self._places = self._places, None
+        if places is not None:
+            places._give_back()
+
+
+class Stopping:
+    """Set once the worker is told to stop: its long-polls answer at once. `stop` runs in a
+    signal handler, which may interrupt the main thread anywhere, another `stop` included:
+    only the first call takes the event's lock, which the main thread takes nowhere else."""
+
+    def __init__(self):
+        self.requested = False
+        self.event = threading.Event()
+
+    def stop(self):
+        if not self.requested:
+            self.requested = True
+            self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def wait(self, seconds) -> bool:
+        """Sleep `seconds`, less if the worker is told to stop meanwhile; whether it was."""
+        return self.event.wait(seconds)
 
 
 @bp.get("/feed/status-changes")
@@ -163,19 +221,49 @@ def serve(which: Feed):
         query = parse_query(request.args, which.tie)
     except BadQuery as error:
         return finish(which, "bad_request", 400, str(error))
+    place = current_app.extensions[REQUESTS].take()
+    if place is None:
+        # Every feed request, with `wait` or without, holds a thread until it is answered.
+        return finish(which, "too_many_requests", 429, "too many feed requests", RETRY_PLACES)
+    try:
+        response = read_and_answer(which, query, arrival)
+    except BaseException:
+        place.release()
+        raise
+    # Given back once the server has written the answer out and closed it (however that
+    # ends): writing 10,000 rows to a slow reader holds the thread too.
+    response.call_on_close(place.release)
+    return response
+
+
+def read_and_answer(which, query, arrival):
+    """Read, and wait if the page is empty and `wait` allows it, within the bound. No wait
+    with long-polling off (no waiting places) or the worker stopping: the page at once."""
     deadline = Deadline.after(query.wait + ANSWER_WITHIN_SECONDS, arrival)
+    waiting, stopping = current_app.extensions[WAITING], current_app.extensions[STOPPING]
     try:
         page = read(which, query.after, query, deadline)
-        if not page.rows and time.monotonic() < arrival + query.wait:
-            waiting = current_app.extensions["receiver.feed_waiting"]
-            if not waiting.enter():
-                retry = {"Retry-After": str(RETRY_WAITING_SECONDS)}
-                return finish(which, "too_many_waiting", 429, "too many requests waiting", retry)
+        if (
+            not page.rows
+            and time.monotonic() < arrival + query.wait
+            and waiting.most > 0
+            and not stopping.is_set()
+        ):
+            place = waiting.take()
+            if place is None:
+                return finish(
+                    which, "too_many_waiting", 429, "too many requests waiting", RETRY_PLACES
+                )
             try:
-                page = poll(which, page, query, deadline, arrival + query.wait)
+                page = poll(which, page, query, deadline, arrival + query.wait, stopping)
             finally:
-                waiting.leave()
+                place.release()
+    except feed.CursorAhead as error:
+        # Deterministic for this database (restored, or a replica promoted): a 400 that says
+        # why, never a 503 the reader would retry forever.
+        return finish(which, "bad_request", 400, f"after: {error}")
     except db.DatabaseUnavailable as error:
+        config = current_app.config["RECEIVER"]
         retry = {"Retry-After": str(config.retry_after_seconds)}
         return finish(which, "unavailable", 503, "database unavailable, retry later", retry, error)
     if page.rows:
@@ -219,14 +307,15 @@ def read(which, cursor, query, deadline) -> feed.Page:
     )
 
 
-def poll(which, page, query, deadline, until) -> feed.Page:
+def poll(which, page, query, deadline, until, stopping) -> feed.Page:
     """Read again every POLL_SECONDS from the last page's `next` while it is empty, until
-    `until` (a time.monotonic() reading); the last page read."""
+    `until` (a time.monotonic() reading) or the worker is told to stop; the last page read."""
     while not page.rows:
         left = until - time.monotonic()
         if left <= 0:
             break
-        time.sleep(min(POLL_SECONDS, left))  # no connection held meanwhile
+        if stopping.wait(min(POLL_SECONDS, left)):  # no connection held meanwhile
+            break  # answered at once, empty: the reader carries on from `next` elsewhere
         page = read(which, page.next, query, deadline)
     return page
 
@@ -279,11 +368,23 @@ def close_pool(app):
         pool.close(timeout=2)
 
 
+def stop(app):
+    """End this worker's long-polls now, and answer any later one at once (the worker is
+    stopping: gunicorn_conf.py calls this on SIGTERM, SIGINT and SIGQUIT). Safe in a signal
+    handler: it raises nothing (no feed, nothing to stop)."""
+    stopping = app.extensions.get(STOPPING)
+    if stopping is not None:
+        stopping.stop()
+
+
 def init_app(app, config):
-    """The routes, the feed's own pool (closed until a reader comes) and its waiting places."""
+    """The routes, the feed's own pool (closed until a reader comes), its places and the
+    worker's stop."""
     app.register_blueprint(bp)
     app.extensions[POOL_NAME] = db.make_pool(config, name="receiver-feed", size=FEED_POOL_SIZE)
-    app.extensions["receiver.feed_waiting"] = Waiting(config.feed_max_waiting)
+    app.extensions[REQUESTS] = Places(config.feed_max_requests)
+    app.extensions[WAITING] = Places(config.feed_max_waiting, metrics.FEED_WAITING)
+    app.extensions[STOPPING] = Stopping()
     # Every series at 0 from the start, so that a rate() over the first requests is right.
     for which in (STATUS_CHANGES, EVENTS):
         metrics.FEED_ROWS.labels(which.name)

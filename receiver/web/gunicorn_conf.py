@@ -6,8 +6,10 @@ overridden on the command line or with GUNICORN_CMD_ARGS; deploy/gunicorn.conf.p
 keep these and change a few.
 """
 
+import functools
 import os
 import shutil
+import signal
 import tempfile
 
 # Prometheus multiprocess mode: each worker writes its metrics to files in this directory and
@@ -32,7 +34,8 @@ threads = int(os.environ.get("RECEIVER_THREADS", "4"))
 # the pool timeout and statement_timeout.
 timeout = 30
 # On TERM/HUP, in-flight batches get this long to commit before the worker is stopped; a batch
-# cut off is not acknowledged, so the sender retries it.
+# cut off is not acknowledged, so the sender retries it. The feed's long-polls, which could
+# wait up to 30 s, answer at once instead (post_worker_init).
 graceful_timeout = 20
 keepalive = 75
 # Bounded request line and headers; the body limit is RECEIVER_MAX_BODY_BYTES.
@@ -68,13 +71,41 @@ def on_exit(server):
 
 
 def post_worker_init(worker):
-    """Open this worker's connection pool after the fork: connections are never shared; and
-    start the worker's hourly check that the coming months have partitions."""
+    """Open this worker's connection pool after the fork: connections are never shared; start
+    the worker's hourly check that the coming months have partitions; and on SIGTERM (a
+    graceful stop or reload), end the feed's long-polls before gunicorn's own handling."""
     from receiver.maintenance import background
     from receiver.storage import db
+    from receiver.web import feed
 
     db.get_pool(worker.wsgi)
     background.start(worker.wsgi.config["RECEIVER"])
+    # Looked up now: the signal handlers that call it import nothing.
+    worker.receiver_stop_feed = functools.partial(feed.stop, worker.wsgi)
+    graceful = signal.getsignal(signal.SIGTERM)  # gunicorn's: stop accepting, finish requests
+    if not callable(graceful):
+        return
+
+    def stop_feed_then_exit(signum, frame):
+        # Otherwise a long-poll keeps its thread until its `wait` is up, up to 30 s: the
+        # stop (and a restart, while nothing listens) waits for it, or cuts it at
+        # graceful_timeout and the reader gets no answer.
+        _stop_feed(worker)
+        graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop_feed_then_exit)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: requests go on
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT, the quick stop: the feed's long-polls answer at once too."""
+    _stop_feed(worker)
+
+
+def _stop_feed(worker):
+    stop = getattr(worker, "receiver_stop_feed", None)
+    if stop is not None:  # None before post_worker_init
+        stop()
 
 
 def worker_exit(server, worker):

@@ -325,14 +325,15 @@ def test_pool_timeout_must_stay_below_the_senders_timeout(value):
         load(RECEIVER_POOL_TIMEOUT=value)
 
 
-# --- the change feed: RECEIVER_FEED_BASIC_AUTH(_FILE), RECEIVER_FEED_MAX_WAITING ---
+# --- the change feed: RECEIVER_FEED_BASIC_AUTH(_FILE), RECEIVER_FEED_MAX_REQUESTS, _WAITING ---
 
 
-def test_the_feed_is_off_and_may_hold_two_long_polls_by_default():
+def test_the_feed_is_off_and_may_hold_two_requests_long_polls_included_by_default():
     config = load()
 
     assert config.feed_basic_auth == ()
     assert not config.feed_enabled
+    assert config.feed_max_requests == 2
     assert config.feed_max_waiting == 2
 
 
@@ -410,3 +411,30 @@ def test_max_waiting_at_or_above_the_threads_is_a_config_error(value, threads):
 @pytest.mark.parametrize("value", ["-1", "two", "1.5", ""])
 def test_max_waiting_must_be_a_whole_number_of_at_least_0(value):
     assert "RECEIVER_FEED_MAX_WAITING" in config_error(RECEIVER_FEED_MAX_WAITING=value)
+
+
+@pytest.mark.parametrize(
+    ("value", "threads", "expected"), [("1", None, 1), ("3", None, 3), ("7", "8", 7)]
+)
+def test_max_requests_may_take_all_threads_but_one(value, threads, expected):
+    environ = {"RECEIVER_FEED_MAX_REQUESTS": value}
+    if threads:
+        environ["RECEIVER_THREADS"] = threads
+
+    assert load(**environ).feed_max_requests == expected
+
+
+@pytest.mark.parametrize(("value", "threads"), [("4", None), ("3", "3"), ("9", "8")])
+def test_max_requests_at_or_above_the_threads_is_a_config_error(value, threads):
+    environ = {"RECEIVER_FEED_MAX_REQUESTS": value}
+    if threads:
+        environ["RECEIVER_THREADS"] = threads
+
+    message = config_error(**environ)
+
+    assert message.startswith("RECEIVER_FEED_MAX_REQUESTS must be less than the worker's threads")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
+def test_max_requests_must_be_a_whole_number_of_at_least_1(value):
+    assert "RECEIVER_FEED_MAX_REQUESTS" in config_error(RECEIVER_FEED_MAX_REQUESTS=value)

@@ -63,9 +63,11 @@ def settle(database_url):
 
 
 def get(http, path, headers=None, **params):
-    """GET a feed with the reader's credentials (unless `headers`), parameters in the query."""
+    """GET a feed with the reader's credentials (unless `headers`), parameters in the query.
+    Buffered: the answer read whole and closed, as a server does, which gives its place back."""
     query = "&".join(f"{name}={value}" for name, value in params.items())
-    return http.get(f"{path}?{query}", headers=feed_auth() if headers is None else headers)
+    headers = feed_auth() if headers is None else headers
+    return http.get(f"{path}?{query}", headers=headers, buffered=True)
 
 
 def read_all(client, path, key, limit, after=""):
@@ -211,6 +213,16 @@ BAD_CURSORS = [
 ]
 
 
+@pytest.mark.parametrize("path", ["/feed/status-changes", "/feed/events"])
+def test_a_cursor_ahead_of_the_database_is_400_saying_why(feed_client, path, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ahead = storage_feed.horizon(conn) + 1000
+    response = get(feed_client, path, after=str(ahead))
+
+    assert response.status_code == 400
+    assert "ahead of this database" in response.json["error"]
+
+
 @pytest.mark.parametrize(("path", "cursor"), BAD_CURSORS)
 def test_a_cursor_the_feed_did_not_write_is_400(feed_client, path, cursor):
     response = get(feed_client, path, after=cursor)
@@ -305,8 +317,41 @@ def test_a_page_with_rows_is_answered_at_once_whatever_the_wait(feed_client, dat
     assert time.monotonic() - started < 1.0
 
 
+def test_a_worker_told_to_stop_ends_its_long_polls_at_once(feed_client, database_url):
+    """gunicorn_conf.py calls feed.stop on SIGTERM (and SIGINT, SIGQUIT): a long-poll then
+    answers its empty page at once, so that the stop does not wait for it (up to 30 s) nor
+    cut it at graceful_timeout with no answer."""
+    settle(database_url)
+    after = end_of(feed_client, "/feed/status-changes", "changes")
+    poller = in_thread(
+        lambda: get(
+            feed_client.application.test_client(), "/feed/status-changes", after=after, wait=20
+        )
+    )
+    wait_until(lambda: waiting(feed_client) == 1, timeout=5)
+    stopped = time.monotonic()
+
+    feed.stop(feed_client.application)
+
+    response, answered = poller()
+    assert answered - stopped < 0.5, f"{answered - stopped:.2f} s"
+    assert response.status_code == 200
+    assert response.json["changes"] == [] and response.json["more"] is False
+    assert int(response.json["next"]) >= int(after)
+    # A request still coming (on a kept-alive connection) does not wait either.
+    started = time.monotonic()
+    late = get(feed_client, "/feed/status-changes", after=after, wait=20)
+    assert late.status_code == 200 and late.json["changes"] == []
+    assert time.monotonic() - started < 1.0
+    feed.stop(feed_client.application)  # again: nothing more happens
+
+
 def waiting(client):
-    return client.application.extensions["receiver.feed_waiting"].count
+    return client.application.extensions[feed.WAITING].count
+
+
+def serving(client):
+    return client.application.extensions[feed.REQUESTS].count
 
 
 def test_beyond_the_waiting_cap_a_long_poll_gets_429(make_feed_client, database_url):
@@ -322,7 +367,7 @@ def test_beyond_the_waiting_cap_a_long_poll_gets_429(make_feed_client, database_
 
     refused = get(client, "/feed/events", after=after, wait=5)
     other_feed = get(client, "/feed/status-changes", after=status_after, wait=5)  # one cap
-    at_once = get(client, "/feed/events", after=after)  # no wait: not capped
+    at_once = get(client, "/feed/events", after=after)  # no wait: no waiting place needed
 
     assert refused.status_code == 429 and other_feed.status_code == 429
     assert refused.headers["Retry-After"] == "1"
@@ -340,14 +385,91 @@ def test_beyond_the_waiting_cap_a_long_poll_gets_429(make_feed_client, database_
     assert sample_value("receiver_feed_waiting_requests") == 0
 
 
-def test_a_long_poll_with_rows_to_answer_needs_no_place(make_feed_client, database_url):
+def test_with_long_polling_off_a_wait_is_answered_at_once(make_feed_client, database_url):
+    """RECEIVER_FEED_MAX_WAITING=0: `wait` is ignored, as if it were 0 (not a 429, which a
+    reader would take for a refusal and retry at once)."""
     client = make_feed_client(feed_max_waiting=0)
     deliver(client, status_event("unsubscribe", "a", T0, "u1"))
     settle(database_url)
     after = end_of(client, "/feed/events", "events")
 
     assert get(client, "/feed/events", wait=5).status_code == 200  # rows: answered at once
-    assert get(client, "/feed/events", after=after, wait=5).status_code == 429  # would wait
+    started = time.monotonic()
+    empty = get(client, "/feed/events", after=after, wait=5)  # nothing new: at once too
+
+    assert time.monotonic() - started < 1.0
+    assert empty.status_code == 200
+    assert empty.json["events"] == [] and empty.json["more"] is False
+    assert int(empty.json["next"]) >= int(after)  # the cursor, or the horizon since
+    assert sample_value("receiver_feed_waiting_requests") == 0
+
+
+def test_beyond_the_request_cap_every_feed_request_gets_429(make_feed_client, database_url):
+    """RECEIVER_FEED_MAX_REQUESTS counts every feed request, long-polls included: with its one
+    place held by a long-poll, a plain read of either feed is refused too."""
+    client = make_feed_client(feed_max_requests=1, feed_max_waiting=1)
+    settle(database_url)
+    after = end_of(client, "/feed/events", "events")
+    poller = in_thread(
+        lambda: get(client.application.test_client(), "/feed/events", after=after, wait=20)
+    )
+    wait_until(lambda: waiting(client) == 1, timeout=5)
+    before = sample_value(
+        "receiver_feed_requests_total", feed="status-changes", outcome="too_many_requests"
+    )
+
+    refused = get(client, "/feed/status-changes")
+    also_refused = get(client, "/feed/events", limit=10)
+
+    assert refused.status_code == 429 and also_refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json == {"error": "too many feed requests"}
+    assert refused.headers["Cache-Control"] == "no-store"
+    assert (
+        sample_value(
+            "receiver_feed_requests_total", feed="status-changes", outcome="too_many_requests"
+        )
+        == before + 1
+    )
+    assert serving(client) == 1
+    # The long-poll is still served, and its place comes free.
+    deliver(client, status_event("open", "r", T0, "x1"))
+    response, _ = poller()
+    assert [e["event_key"] for e in response.json["events"]] == ["x1"]
+    assert serving(client) == 0
+    assert get(client, "/feed/status-changes").status_code == 200
+
+
+def test_a_read_without_wait_holds_its_place_while_it_reads(make_feed_client, database_url):
+    """The cap is on threads, and a plain read holds one for as long as the database takes."""
+    client = make_feed_client(
+        feed_max_requests=1, statement_timeout_ms=3000, database_deadline_ms=3500
+    )
+    with table_locked(database_url, "events"):
+        slow = in_thread(lambda: get(client.application.test_client(), "/feed/events"))
+        wait_until(lambda: serving(client) == 1, timeout=5)
+        time.sleep(0.2)  # reading, blocked by the lock
+
+        refused = get(client, "/feed/status-changes")
+
+        assert refused.status_code == 429
+        assert serving(client) == 1
+    response, _ = slow()  # the lock gone, its read ends
+    assert response.status_code == 200
+    assert serving(client) == 0
+
+
+def test_a_place_is_held_until_the_answer_is_written_out(feed_client):
+    """Writing a big page to a slow reader holds the thread too: the place comes back when
+    the server closes the answer, not when the view returns."""
+    http = feed_client.application.test_client()
+
+    response = http.get("/feed/events", headers=feed_auth())  # not closed yet
+
+    assert response.status_code == 200
+    assert serving(feed_client) == 1
+    response.close()
+    assert serving(feed_client) == 0
 
 
 def test_long_polls_hold_no_connection_between_their_reads(
@@ -356,7 +478,7 @@ def test_long_polls_hold_no_connection_between_their_reads(
     """Two long-polls and a plain read on a feed pool of ONE connection: were a connection held
     across the sleeps, the third request would wait out the pool's timeout and get 503."""
     monkeypatch.setattr(feed, "FEED_POOL_SIZE", 1)
-    client = make_feed_client(pool_timeout=0.5)
+    client = make_feed_client(pool_timeout=0.5, feed_max_requests=3)
     assert feed.get_pool(client.application).max_size == 1
     settle(database_url)
     after = end_of(client, "/feed/events", "events")
