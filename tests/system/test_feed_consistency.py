@@ -151,6 +151,7 @@ def test_consumers_get_every_change_once_whatever_the_commit_order(
         check(conn, *cli)
         check(conn, *http)
     assert len(sent) >= 3 * SENDERS  # every sender got through several batches
+    print(f"{len(sent)} batches sent in {SECONDS:.0f} s by {SENDERS} senders")
 
 
 def settle(conn):
@@ -175,3 +176,4 @@ def check(conn, changes, events):
     final = conn.execute("SELECT client_id, recipient_id, status FROM recipient_status")
     assert replayed == {(c, r): s for c, r, s in final}
     assert len(changes_ids) > RECIPIENTS  # statuses did change back and forth
+    print(f"{type(changes).__name__}: {len(changes_ids)} status changes, {len(keys)} events")
