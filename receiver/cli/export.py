@@ -94,9 +94,8 @@ def _export(directory, months, rows_per_file, compression) -> int:
                 result = month.export_month(
                     conn, directory, chosen, rows_per_file, compression, on_part=print_part
                 )
-                done = "already exported and verified" if result.skipped else "exported"
                 click.echo(
-                    f"export: {month.label(chosen)}: {done}: {result.parts} part(s), "
+                    f"export: {month.label(chosen)}: {done(result)}: {result.parts} part(s), "
                     f"{result.rows:,} rows"
                 )
     except ExportBusy as error:
@@ -151,10 +150,22 @@ def verify_command(parent_directory, directory, months, against_database):
         return 1
     for check in checks:
         if check.ok:
-            click.echo(f"verify: {check.name} ok: {check.parts} part(s), {check.rows:,} rows")
+            note = f" ({check.note})" if check.note else ""
+            click.echo(f"verify: {check.name} ok: {check.parts} part(s), {check.rows:,} rows{note}")
         else:
             click.echo(f"verify: {check.name} FAILED: {check.problem}")
     return 0 if all(check.ok for check in checks) else 1
+
+
+def done(result) -> str:
+    """What an export of a month did, for its line."""
+    if not result.pruned:
+        return "already exported and verified" if result.skipped else "exported"
+    pruned = f"pruned since its export, {result.stored:,} of its events left in the database"
+    if result.skipped:
+        return f"already exported ({pruned}; none missing from the export)"
+    added = sum(m["rows"] for m in result.written)
+    return f"{pruned}: {added:,} of them added in late part(s), the other parts unchanged"
 
 
 def print_part(manifest):

@@ -32,7 +32,7 @@ def require_export_option(function):
         envvar="RECEIVER_PRUNE_REQUIRE_EXPORT",
         metavar="DIR",
         help="drop a month only if its `receiver export --month` in DIR is verified: every "
-        "checksum, and as many rows as the database has (default $RECEIVER_PRUNE_REQUIRE_EXPORT)",
+        "checksum, and every row the database has for it (default $RECEIVER_PRUNE_REQUIRE_EXPORT)",
     )(function)
 
 

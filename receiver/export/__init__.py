@@ -4,7 +4,8 @@ Two layouts, each a tree of parts with a manifest apiece:
 
 - by month (month.py): `DIR/events/month=YYYY-MM/part-NNNNN.parquet`, the month's events in
   the unique key's order, cut into parts by key range. For monthly loads, archives, and the
-  proof `receiver prune --require-export` asks for before it drops a month.
+  proof `receiver prune --require-export` asks for before it drops a month. An export never
+  removes an event the database no longer has: a pruned month is only added to (late parts).
 - incremental (incremental.py): `DIR/events-feed/part-<from>-<to>.parquet`, the events feed
   (receiver/storage/feed.py) between two positions, and `_cursor`, where the next run starts.
   For loading every few minutes: each event in exactly one part.

@@ -12,7 +12,10 @@ so every boundary is a plain position, and a name needs no tie-break.
 The order of a run: the part, durable; its manifest, durable; then `_cursor` moves to <to>.
 The next run starts at `_cursor`: a part found there is the one an interruption left behind.
 With a matching manifest it only needs the cursor moved; without, it is written again, from
-<from> to the <to> in its name. No range is skipped, none exported twice. A run that finds
+<from> to the <to> in its name. No range is skipped, none exported twice. One with a manifest
+that no longer matches its file is written again only if the database still has as many events
+in its range as the manifest counts (a final range only loses events, to a prune): an export
+never removes an event the database no longer has. A run that finds
 nothing new leaves the cursor where it is, so that each part starts where the one before it
 ended, from position 0 on: a gap between two parts is a loss `verify` can see.
 """
@@ -20,6 +23,9 @@ ended, from position 0 on: a gap between two parts is a loss `verify` can see.
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..storage import feed
 from . import ExportError, parts, schema
@@ -29,6 +35,9 @@ FOLDER = "events-feed"
 CURSOR = "_cursor"
 PAGE_ROWS = 10_000
 PART = re.compile(r"_?part-(\d{20})-(\d{20})\.(parquet|json)")
+COUNT = (
+    "SELECT count(*) FROM events WHERE xid >= %(start)s::text::xid8 AND xid < %(end)s::text::xid8"
+)
 
 
 @dataclass
@@ -101,15 +110,39 @@ def _next_part(conn, folder, start, rows_per_file, compression, page_rows):
     found = parts_at(folder, start)
     if found is not None:
         name = part_name(start, found)
-        _, problem = parts.check(folder, name)
+        manifest, problem = parts.check(folder, name)
         if problem is None:
             return found, None, True  # done before; only the cursor did not move
+        refuse_shrinking(conn, folder, name, manifest, problem, start, found)
         parts.remove_part(folder, name)
         end, manifest, _ = write_part(
             conn, folder, start, found, rows_per_file, compression, page_rows
         )
         return end, manifest, True
     return write_part(conn, folder, start, None, rows_per_file, compression, page_rows)
+
+
+def refuse_shrinking(conn, folder, name, manifest, problem, start, end) -> None:
+    """ExportError unless the part `name` (found wrong: `problem`) may be written again: it was
+    never finished (no manifest), or the database has as many events from `start` to `end` as
+    it holds (its manifest says, or failing that its file)."""
+    if not (folder / parts.manifest_name(name)).exists():
+        return
+    held = manifest.get("rows") if isinstance(manifest, dict) else None
+    if not isinstance(held, int):
+        try:
+            held = pq.read_metadata(folder / name).num_rows
+        except (OSError, pa.ArrowException):
+            held = None
+    if held is not None:
+        stored = conn.execute(COUNT, {"start": str(start), "end": str(end)}).fetchone()[0]
+        if stored >= held:
+            return
+    raise ExportError(
+        f"{name}: {problem}; the database no longer has the events it holds (pruned since), so "
+        "the export will not write it again: exported events are never removed (restore it "
+        "from a copy)"
+    )
 
 
 def write_part(conn, folder, start, end, rows_per_file, compression, page_rows):

@@ -130,3 +130,28 @@ def test_a_cursor_this_export_did_not_write_is_refused(tmp_path):
     (folder / "_cursor").write_text("12:abc\n")
     with pytest.raises(ExportError, match="does not hold a position this export wrote"):
         incremental.read_cursor(folder)
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_a_damaged_part_at_the_cursor_is_written_again_only_if_its_events_are_all_there(
+    october, conn, tmp_path, pruned
+):
+    def crash(manifest):
+        raise KeyboardInterrupt  # the part and its manifest are durable, the cursor is not
+
+    with pytest.raises(KeyboardInterrupt):
+        export(conn, tmp_path, rows_per_file=7, on_part=crash)
+    (part,) = incremental.folder_of(tmp_path).glob("part-*.parquet")
+    clean = part.read_bytes()
+    part.write_bytes(clean[:100])
+    if pruned:  # what a prune does to October's events
+        conn.execute(
+            "DELETE FROM events WHERE created_at >= %s AND created_at < %s", (OCTOBER, NOVEMBER)
+        )
+        with pytest.raises(ExportError, match="exported events are never removed"):
+            export(conn, tmp_path, rows_per_file=7)
+        assert part.read_bytes() == clean[:100]  # left as it was, for a copy to restore
+    else:
+        export(conn, tmp_path, rows_per_file=7)
+        assert part.read_bytes() == clean
+        assert exported_keys(tmp_path) == stored_keys(conn)
