@@ -4,6 +4,7 @@ import os
 import shutil
 
 import click
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..storage.embedded import bin_path
 from . import common
@@ -16,9 +17,21 @@ def psql(psql_args):
     e.g. `receiver psql -c 'SELECT count(*) FROM events'`.
 
     Uses the psql on PATH, else the one shipped with the embedded PostgreSQL."""
-    url = common.database_url()
     program = shutil.which("psql") or str(bin_path("psql"))
-    os.execv(program, [program, url, *psql_args])  # noqa: S606 (the user's own psql session)
+    argv, env = invocation(program, common.database_url(), psql_args, os.environ)
+    os.execve(program, argv, env)  # noqa: S606 (the user's own psql session)
+
+
+def invocation(program, url, psql_args, environ) -> tuple[list, dict]:
+    """psql's arguments and environment for `url`. The password goes in PGPASSWORD, never on
+    the command line: every user of the machine can read a process's arguments (`ps`), only
+    its owner its environment."""
+    params = conninfo_to_dict(url)
+    password = params.pop("password", None)
+    env = dict(environ)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return [program, make_conninfo(**params), *psql_args], env
 
 
 def register(group):
