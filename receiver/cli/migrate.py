@@ -2,6 +2,7 @@
 
 import click
 
+from ..config import ConfigError
 from ..storage import migrate as migrations
 from . import common
 
@@ -12,12 +13,15 @@ def migrate():
 
     Idempotent, and safe when several processes run it at once (an advisory lock)."""
     moved, recounted = [], []
-    applied = migrations.migrate(
-        common.database_url(),
-        progress=moved.append,
-        recounted=recounted.append,
-        warned=lambda text: click.echo(f"receiver: migrate: warning: {text}", err=True),
-    )
+    try:
+        applied = migrations.migrate(
+            common.database_url(),
+            progress=moved.append,
+            recounted=recounted.append,
+            warned=lambda text: click.echo(f"receiver: migrate: warning: {text}", err=True),
+        )
+    except migrations.ServerTooOld as error:
+        raise ConfigError(str(error)) from None
     click.echo(
         f"receiver: {len(applied)} migration(s) applied"
         + "".join(f"\n  {m.version:03d}_{m.name}" for m in applied)

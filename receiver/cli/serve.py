@@ -63,7 +63,10 @@ def serve(bind, workers, dev):
 
         server = start_embedded(state.pgdata)  # stops when this process exits
         env["DATABASE_URL"] = server.get_uri()
-    migrations.migrate(env["DATABASE_URL"])
+    try:
+        migrations.migrate(env["DATABASE_URL"])
+    except migrations.ServerTooOld as error:
+        raise ConfigError(str(error)) from None
     config = load_config(env)
     if development and configured:
         print_configured_development_banner(state, config, configured, bind, env["DATABASE_URL"])

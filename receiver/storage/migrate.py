@@ -29,6 +29,27 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
+# NULLS NOT DISTINCT (006's mailing_responders key) and the publication checks of 009 need
+# PostgreSQL 15; on an older server a migration would fail half-way with a syntax error.
+MINIMUM_SERVER_VERSION = 150000
+
+
+class ServerTooOld(Exception):
+    """The database server is older than the migrations need; the message says which."""
+
+
+def check_server_version(version: int) -> None:
+    """ServerTooOld unless `version` (libpq's number, e.g. 150004) is recent enough."""
+    if version < MINIMUM_SERVER_VERSION:
+        # 15 and later number as MMmmmm, 9.6 and earlier as MMmmpp.
+        major = (
+            version // 10000 if version >= 100000 else f"{version // 10000}.{version // 100 % 100}"
+        )
+        raise ServerTooOld(
+            f"PostgreSQL {major} is too old: the receiver needs PostgreSQL 15 or later"
+        )
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -78,6 +99,7 @@ def apply_pending(conninfo: str, warned=None) -> list[Migration]:
     """Apply pending migrations in one transaction; return what was applied. `warned(text)`
     hears each WARNING a migration raises itself (PostgreSQL's own notices stay in its log)."""
     with psycopg.connect(conninfo, autocommit=False) as conn:
+        check_server_version(conn.info.server_version)
         if warned:
             conn.add_notice_handler(lambda diag: _pass_on_warning(diag, warned))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
