@@ -149,8 +149,7 @@ def write_part(conn, folder, start, end, rows_per_file, compression, page_rows):
     """Write the events from position `start` up to `end` (None: up to the horizon or the first
     transaction boundary after `rows_per_file` rows) as a part: (end, manifest, whether the part
     was cut short of the horizon); (start, None, False) when there were no events."""
-    writer = parts.PartWriter(folder, f"part-{start:020d}", compression)
-    try:
+    with parts.PartWriter(folder, f"part-{start:020d}", compression) as writer:
         taken, boundary, capped = 0, None, False
         cursor, stop = feed.Cursor(start), False
         while not stop:
@@ -180,9 +179,6 @@ def write_part(conn, folder, start, end, rows_per_file, compression, page_rows):
             writer.abort()
             return start, None, False
         written = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
     name = part_name(start, end)
     origin = {"feed": "events", "from": str(feed.Cursor(start)), "to": str(feed.Cursor(end))}
     return end, parts.publish(written, folder, name, origin, compression), capped

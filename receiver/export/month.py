@@ -251,9 +251,8 @@ def add_late(conn, folder, month, chain, result, rows_per_file, compression, on_
 def write_part(conn, folder, month, index, after, rows_per_file, compression) -> dict:
     """Write and publish part `index`: up to `rows_per_file` rows after the key `after`."""
     name = f"part-{index:05d}.parquet"
-    writer = parts.PartWriter(folder, name, compression)
     taken, last, final = 0, after, True
-    try:
+    with parts.PartWriter(folder, name, compression) as writer:
         # One row more than the part takes says whether another part follows.
         end = partitions.add_months(month, 1)
         with source.month_rows(conn, month, end, after, rows_per_file + 1) as chunks:
@@ -264,9 +263,6 @@ def write_part(conn, folder, month, index, after, rows_per_file, compression) ->
                     writer.add(schema.batch_from_tuples(chunk))
                     taken, last = taken + len(chunk), row_key(chunk[-1])
         written = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
     origin = {
         "month": label(month),
         "order": ORDER,
@@ -281,9 +277,8 @@ def write_late_part(conn, folder, month, index, keys, compression) -> dict | Non
     """Write and publish late part `index`: the rows with these keys (None if the database
     has none of them any more)."""
     name = f"part-{index:05d}.parquet"
-    writer = parts.PartWriter(folder, name, compression)
     first = last = None
-    try:
+    with parts.PartWriter(folder, name, compression) as writer:
         end = partitions.add_months(month, 1)
         for offset in range(0, len(keys), source.CHUNK_ROWS):
             rows = source.rows_by_keys(conn, month, end, keys[offset : offset + source.CHUNK_ROWS])
@@ -294,9 +289,6 @@ def write_late_part(conn, folder, month, index, keys, compression) -> dict | Non
             writer.abort()
             return None
         written = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
     origin = {
         "month": label(month),
         "order": ORDER,

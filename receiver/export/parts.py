@@ -82,6 +82,14 @@ class PartWriter:
         self.writer.close()
         return Written(self.temporary, self.rows, self.bounds)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, error_type, error, traceback):
+        # Whatever went wrong (an interruption too), no half-written file stays behind.
+        if error_type is not None:
+            self.abort()
+
     def abort(self) -> None:
         """Close and delete the temporary file (after an error)."""
         with contextlib.suppress(Exception):

@@ -53,6 +53,12 @@ TCP_DEFAULTS = {
 # client_connection_check_interval exists from PostgreSQL 14 on.
 CLIENT_CHECK_SINCE = 140000
 
+# Times read back (the feeds, exports, reports) in UTC whatever the server's TimeZone: every
+# time the receiver accepts (years 1 to 9999 UTC) then fits Python's datetime, where in another
+# zone an event of 9999-12-31 would overflow it and stop every reader at that row.
+UTC_SESSION = "SET TimeZone = 'UTC'"
+
+
 # RECEIVER_DATABASE_DEADLINE_MS's default, for a pool that was not made by `make_pool`.
 DEFAULT_DEADLINE_SECONDS = 5.5
 
@@ -175,12 +181,6 @@ def _session_settings(statement_timeout_ms, deadline_seconds):
         call_with_deadline(conn, deadline_seconds, settings)
 
     return configure
-
-
-# Times read back (the feeds, exports, reports) in UTC whatever the server's TimeZone: every
-# time the receiver accepts (years 1 to 9999 UTC) then fits Python's datetime, where in another
-# zone an event of 9999-12-31 would overflow it and stop every reader at that row.
-UTC_SESSION = "SET TimeZone = 'UTC'"
 
 
 # The readiness probe's own pool: one connection at most, so that probes (however many load

@@ -361,13 +361,6 @@ def get_pool(app=None) -> db.ReceiverPool:
     return db.get_pool(app, POOL_NAME)
 
 
-def close_pool(app):
-    """Close this process's feed pool, if it was ever opened."""
-    pool = app.extensions[POOL_NAME]
-    if not pool.closed:
-        pool.close(timeout=2)
-
-
 def stop(app):
     """End this worker's long-polls now, and answer any later one at once (the worker is
     stopping: gunicorn_conf.py calls this on SIGTERM, SIGINT and SIGQUIT). Safe in a signal

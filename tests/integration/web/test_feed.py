@@ -46,7 +46,7 @@ def make_feed_client(make_client):
 
     yield build
     for app in apps:
-        feed.close_pool(app)
+        db.close_pool(app)
 
 
 @pytest.fixture

@@ -94,8 +94,7 @@ def feed_app(feed_database_url):
         marker = conn.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()[0]
         wait_until(lambda: storage_feed.horizon(conn) > marker, timeout=60)
     yield app
-    db.close_pool(app)
-    feed.close_pool(app)
+    db.close_pool(app)  # the feed's pool too
 
 
 def call(case, app, credentials):
@@ -224,7 +223,7 @@ def test_a_database_in_trouble_answers_a_documented_503(make_client):
             case.validate_response(response, checks=CONFORMANCE[1:])
             assert response.status_code == 503
     finally:
-        feed.close_pool(app)
+        db.close_pool(app)
 
 
 def test_the_feeds_pair_posting_a_batch_gets_the_webhooks_documented_401(feed_app):
