@@ -2,11 +2,12 @@
 
 import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import click
 import psycopg
 
+from .. import durations
 from ..reporting import output
 from ..storage import db, reporting
 from . import common
@@ -14,20 +15,35 @@ from .quarantine import Timestamp
 
 # A report is a read; it never waits long for anything.
 STATEMENT_TIMEOUT_MS = 60_000
-_AGO = re.compile(r"(\d+)\s*([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# A number then letters is meant as a duration, never an ISO time: its error is the duration's.
+_AGO = re.compile(r"\d+\s*[a-z]+", re.IGNORECASE)
 STATUSES = ("subscribed", "unsubscribed", "hardbounced", "complained", "blocklisted")
+# `report mailings` as a table: the columns that fit 120 terminal columns with 12-digit client
+# and mailing ids and up to 9,999,999 sent. --wide, csv and json have every column.
+MAILINGS_TABLE = (
+    "client_id", "mailing_id", "first_event_at", "sent", "unique_opens", "unique_clicks",
+    "open_rate", "click_rate", "bounce_rate",
+)  # fmt: skip
+
+
+class NotFound(Exception):
+    """What the report is about does not exist; the message says what (exit status 1)."""
 
 
 class Moment(Timestamp):
-    """An ISO 8601 time (UTC unless it says otherwise), or a time ago: 10m, 2h, 30d."""
+    """An ISO 8601 time (UTC unless it says otherwise), or a time ago (receiver.durations):
+    10m, 2h, 30d, 6w, 3mo, 1y."""
 
     name = "TIME"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and (match := _AGO.fullmatch(value.strip())):
-            ago = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-            return datetime.now(UTC) - ago
+        if isinstance(value, str) and _AGO.fullmatch(value.strip()):
+            try:
+                return datetime.now(UTC) - durations.parse_duration(value)
+            except ValueError as error:
+                self.fail(str(error), param, ctx)
+            except OverflowError:
+                self.fail(f"{value!r} ago is before the year 1", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -66,17 +82,31 @@ def range_options(default_since):
 def group():
     """Campaign reporting, recipient statuses and dispatch from the events (uses DATABASE_URL).
 
-    Times are ISO 8601 (UTC unless they carry an offset) or a time ago: 10m, 2h, 30d."""
+    Times are ISO 8601 (UTC unless they carry an offset) or a time ago: 90s, 10m or 10min
+    (minutes), 2h, 30d, 6w, 3mo (30-day months), 1y (365 days)."""
 
 
 @group.command(name="mailings")
 @client_option
 @range_options("30d")
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--wide", is_flag=True, help="every column in the table too (csv and json always have them)"
+)
 @format_option
-def mailings_command(client, since, until, limit, fmt):
-    """One line per mailing that sent in the time range: the funnel and its rates."""
-    return _run(fmt, lambda conn: reporting.mailings(conn, since, _now(until), client, limit))
+def mailings_command(client, since, until, limit, wide, fmt):
+    """One line per mailing that sent in the time range: the funnel and its rates.
+
+    The table shows the main columns (time to the minute, UTC), to fit a terminal; --wide, csv
+    and json show every one: each count and rate, first and last event times."""
+
+    def work(conn):
+        report = reporting.mailings(conn, since, _now(until), client, limit)
+        if fmt != "table" or wide:
+            return report
+        return output.narrow(report, MAILINGS_TABLE, to_the_minute={"first_event_at"})
+
+    return _run(fmt, work)
 
 
 @group.command(name="mailing")
@@ -85,10 +115,14 @@ def mailings_command(client, since, until, limit, fmt):
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @format_option
 def mailing_command(mailing_id, client, limit, fmt):
-    """One mailing: its summary, top links and opens by device (csv/json: the summary only)."""
+    """One mailing: its summary, top links and opens by device (csv/json: the summary only).
+    Exit status 1 if there is no such mailing (of that client)."""
 
     def work(conn):
         summary = reporting.mailing(conn, mailing_id, client)
+        if not summary.rows:
+            of_client = "" if client is None else f" of client {client}"
+            raise NotFound(f"no mailing {mailing_id}{of_client}")
         if fmt != "table":
             return summary
         click.echo(output.vertical(summary), nl=False)
@@ -145,11 +179,11 @@ def suppressions_command(client, since, until, fmt):
 @format_option
 def dispatch_command(client, mailing_id, since, until, limit, fmt):
     """`sent` per minute with the arrival delay (p50, p95), after the time since each
-    client's last `sent` (table format)."""
+    client's (or --client's) last `sent` (table format)."""
 
     def work(conn):
         if fmt == "table":
-            click.echo(output.table(reporting.last_sent(conn)))
+            click.echo(output.table(reporting.last_sent(conn, client)))
         return reporting.dispatch(conn, since, _now(until), client, mailing_id, limit)
 
     return _run(fmt, work)
@@ -160,15 +194,23 @@ def _now(until):
 
 
 def _run(fmt, work) -> int:
-    """Run `work(conn)` on a fresh connection and print its report; 1 on a database error."""
+    """Run `work(conn)` on a fresh connection and print its report; 1 on a database error or
+    if what it reports on does not exist."""
     try:
         with db.connect(common.database_url(), "receiver report") as conn:
             conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
             # JIT spends seconds compiling aggregates that run in milliseconds to seconds.
             conn.execute("SET jit = off")
-            click.echo(output.render(work(conn), fmt), nl=False)
+            # color=True: written as rendered. Tables escape control characters themselves;
+            # click's stripping of ANSI codes when piped would silently alter CSV values.
+            # A report's CSV is opened in spreadsheets: formulas from payloads neutralised.
+            text = output.render(work(conn), fmt, spreadsheet=True)
+            click.echo(text, nl=False, color=True)
     except psycopg.Error as error:
         print(f"receiver: report: database error: {error}", file=sys.stderr)
+        return 1
+    except NotFound as missing:
+        print(f"receiver: report: {missing}", file=sys.stderr)
         return 1
     return 0
 

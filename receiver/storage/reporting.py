@@ -62,7 +62,8 @@ ORDER BY minute DESC, mailing_id LIMIT %(limit)s
 LAST_SENT = """
 SELECT client_id, last_sent_at,
        round(seconds_since_last_sent::numeric, 3) AS seconds_since_last_sent
-FROM client_last_sent ORDER BY client_id
+FROM client_last_sent WHERE %(client)s::bigint IS NULL OR client_id = %(client)s
+ORDER BY client_id
 """
 
 
@@ -126,6 +127,6 @@ def dispatch(conn, since, until, client=None, mailing_id=None, limit=1000) -> Re
     return per_client(conn, DISPATCH, client, params)
 
 
-def last_sent(conn) -> Report:
-    """Per client: its latest `sent` event's time and the seconds since."""
-    return fetch(conn, LAST_SENT, {})
+def last_sent(conn, client=None) -> Report:
+    """Per client (or the one given): its latest `sent` event's time and the seconds since."""
+    return fetch(conn, LAST_SENT, {"client": client})

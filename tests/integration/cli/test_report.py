@@ -9,19 +9,7 @@ import pytest
 
 from receiver.cli import main
 
-from support.reporting import CLIENT, MINUTE, T0, deliver, status_event
-
-
-@pytest.fixture
-def report(database_url, monkeypatch, capsys):
-    """Run `receiver report ARGS` on the test database; (exit status, stdout)."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-
-    def run(*args):
-        status = main(["report", *args])
-        return status, capsys.readouterr().out
-
-    return run
+from support.reporting import CLIENT, MINUTE, OTHER_CLIENT, T0, deliver, status_event
 
 
 def mailing(client):
@@ -89,3 +77,28 @@ def test_dispatch_and_links_in_tables(client, report):
 
 def test_an_empty_report_says_so(report):
     assert report("links", "999", "--client", "1") == (0, "(no rows)\n")
+
+
+def test_dispatch_for_one_client_lists_only_that_clients_last_sent(client, report):
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    deliver(client, status_event("sent", "r1", now - MINUTE, "s1"))
+    deliver(client, status_event("sent", "r1", now - MINUTE, "s2", client_id=OTHER_CLIENT))
+    status, out = report("dispatch", "--client", str(OTHER_CLIENT), "--since", "10m")
+    last_sent = out.split("\n\n")[0].splitlines()
+    assert status == 0
+    assert [line.split()[0] for line in last_sent[1:]] == [str(OTHER_CLIENT)]
+    status, out = report("dispatch", "--since", "10m")
+    last_sent = out.split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in last_sent[1:]] == [str(CLIENT), str(OTHER_CLIENT)]
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_an_unknown_mailing_is_an_error_on_stderr(client, database_url, monkeypatch, capsys, fmt):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    mailing(client)
+    capsys.readouterr()  # the webhook's request log
+    assert main(["report", "mailing", "999", "--format", fmt]) == 1
+    assert capsys.readouterr() == ("", "receiver: report: no mailing 999\n")
+    assert main(["report", "mailing", "1001", "--client", str(OTHER_CLIENT), "--format", fmt]) == 1
+    missing = f"receiver: report: no mailing 1001 of client {OTHER_CLIENT}\n"
+    assert capsys.readouterr() == ("", missing)
