@@ -41,7 +41,7 @@ WHERE i.inhparent = 'events'::regclass
 ORDER BY c.relname
 """
 
-# A table left detached by an interrupted prune: same name pattern, no longer a partition.
+# Monthly tables that are not partitions (table_state tells whose they are).
 DETACHED_LEFTOVERS = """
 SELECT c.relname FROM pg_class c
 WHERE c.relkind = 'r' AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$' AND NOT c.relispartition
@@ -140,80 +140,148 @@ def monthly_partitions(conn) -> dict[datetime, Partition]:
 
 def create_month(conn, month: datetime) -> bool:
     """Create the partition of `month` unless it exists, moving its rows out of the default
-    partition; True if it was created. One transaction (the caller must be in autocommit)."""
+    partition; True if it was created. The caller's connection must be in autocommit.
+
+    Two short transactions. The first makes the table ready to attach: the events columns,
+    indexes and a CHECK of the month's range (which spares ATTACH a scan of it), marked as ours
+    so that an interrupted run is recognised and redone. The second blocks new rows into the
+    default partition (SHARE ROW EXCLUSIVE: reads and every other month go on), moves the
+    month's rows over and attaches: no row of the month can reach the default partition
+    between the move and the ATTACH's check of it, which would make ATTACH fail."""
     name = partition_name(month)
-    upper = add_months(month, 1)
+    if table_state(conn, name) == PARTITION:
+        return False
+    bounds = (month.isoformat(), add_months(month, 1).isoformat())
+    if not with_lock_retries(conn, lambda conn: prepare_table(conn, name, bounds)):
+        return False
+    return with_lock_retries(conn, lambda conn: move_and_attach(conn, name, bounds))
+
+
+# What a monthly table is: a partition, our own table not attached yet, or someone else's (an
+# operator's detached archive, say), which the receiver never touches.
+PARTITION, BEING_CREATED, DETACHED_BY_PRUNE, FOREIGN = (
+    "partition",
+    "being created",
+    "detached by prune",
+    "foreign",
+)
+# The comments that mark a monthly table as the receiver's own while it is not a partition.
+MARKS = {
+    BEING_CREATED: "receiver: partition being created",
+    DETACHED_BY_PRUNE: "receiver: detached by prune, to be dropped",
+}
+TABLE_STATE = """
+SELECT c.relispartition, obj_description(c.oid, 'pg_class')
+FROM pg_class c
+WHERE c.oid = to_regclass(%s)
+"""
+
+
+def table_state(conn, name: str) -> str | None:
+    """PARTITION, BEING_CREATED, DETACHED_BY_PRUNE or FOREIGN; None if there is no such table."""
+    row = conn.execute(TABLE_STATE, (name,)).fetchone()
+    if row is None:
+        return None
+    attached, comment = row
+    if attached:
+        return PARTITION
+    return next((state for state, mark in MARKS.items() if mark == comment), FOREIGN)
+
+
+def mark(conn, name: str, state: str) -> None:
+    """Comment the table as the receiver's own, in `state`."""
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(MARKS[state]))
+    )
+
+
+def prepare_table(conn, name, bounds) -> bool:
+    """The first transaction of create_month: the table, empty, indexed, checked, marked;
+    False if the month needs no table (a partition, or someone else's table of that name)."""
+    # Two processes creating the same month take turns; the second finds it made.
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITIONS_LOCK_ID,))
+    state = table_state(conn, name)
+    if state in (PARTITION, FOREIGN):
+        return False
     table = sql.Identifier(name)
-    lower_text, upper_text = month.isoformat(), upper.isoformat()
+    if state is not None:  # ours, left by an interrupted run: made again from scratch
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
+    # A plain table, attached later: ATTACH takes a lock that lets batches go on into the other
+    # partitions, where CREATE TABLE ... PARTITION OF would block all of them. Its indexes are
+    # made now, while it is empty, so that ATTACH adopts them instead of building them under
+    # its lock.
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE {} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
+            "INCLUDING INDEXES)"
+        ).format(table)
+    )
+    check = "ALTER TABLE {} ADD CONSTRAINT {} CHECK (created_at >= {} AND created_at < {})"
+    conn.execute(
+        sql.SQL(check).format(table, sql.Identifier(f"{name}_range"), *map(sql.Literal, bounds))
+    )
+    mark(conn, name, BEING_CREATED)
+    return True
 
-    def attach(conn):
-        # Two processes creating the same month take turns; the second finds it made.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITIONS_LOCK_ID,))
-        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]:
-            return False
-        # A plain table first, filled from the default partition, then attached: ATTACH takes
-        # a lock that lets batches go on into the other partitions, where CREATE TABLE ...
-        # PARTITION OF would block all of them. The CHECK spares ATTACH a scan of the table.
-        conn.execute(
-            sql.SQL(
-                "CREATE TABLE {} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-            ).format(table)
-        )
-        conn.execute(
-            sql.SQL(
-                "ALTER TABLE {} ADD CONSTRAINT {} CHECK (created_at >= {} AND created_at < {})"
-            ).format(
-                table,
-                sql.Identifier(f"{name}_range"),
-                sql.Literal(lower_text),
-                sql.Literal(upper_text),
-            )
-        )
-        conn.execute(
-            sql.SQL(
-                "WITH moved AS (DELETE FROM {} WHERE created_at >= {} AND created_at < {} "
-                "RETURNING *) INSERT INTO {} SELECT * FROM moved"
-            ).format(
-                sql.Identifier(DEFAULT_PARTITION),
-                sql.Literal(lower_text),
-                sql.Literal(upper_text),
-                table,
-            )
-        )
-        conn.execute(
-            sql.SQL("ALTER TABLE events ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                table, sql.Literal(lower_text), sql.Literal(upper_text)
-            )
-        )
-        conn.execute(
-            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                table, sql.Identifier(f"{name}_range")
-            )
-        )
-        return True
 
-    return with_lock_retries(conn, attach)
+# The longest the second transaction may hold its locks. ATTACH scans the default partition
+# under an exclusive lock, and batches routed there (stray months) or reading it wait meanwhile:
+# past this the step fails, says so, and the events stay where they are, safe; ingest first.
+ATTACH_STATEMENT_TIMEOUT_MS = 5000
+
+
+def move_and_attach(conn, name, bounds) -> bool:
+    """The second transaction of create_month: rows moved and the table attached."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITIONS_LOCK_ID,))
+    if table_state(conn, name) != BEING_CREATED:
+        return False  # another process attached it meanwhile
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, true)", (f"{ATTACH_STATEMENT_TIMEOUT_MS}ms",)
+    )
+    table, default = sql.Identifier(name), sql.Identifier(DEFAULT_PARTITION)
+    lower, upper = map(sql.Literal, bounds)
+    # Before the move: a batch that would put a row of this month into the default partition
+    # now waits for our commit, then finds the partition (PostgreSQL routes it anew).
+    conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(default))
+    conn.execute(
+        sql.SQL(
+            "WITH moved AS (DELETE FROM {} WHERE created_at >= {} AND created_at < {} "
+            "RETURNING *) INSERT INTO {} SELECT * FROM moved"
+        ).format(default, lower, upper, table)
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE events ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            table, lower, upper
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table, sql.Identifier(f"{name}_range"))
+    )
+    conn.execute(sql.SQL("COMMENT ON TABLE {} IS NULL").format(table))
+    return True
 
 
 def drop_month(conn, name: str) -> None:
-    """Detach a monthly partition (short lock, retried) and drop it."""
+    """Detach a monthly partition (short lock, retried) and drop it. The detached table is
+    marked in the same transaction, so that a prune interrupted before the DROP finishes it
+    next time, and never takes a table someone else detached."""
     table = sql.Identifier(name)
 
     def detach(conn):
-        attached = conn.execute(
-            "SELECT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = to_regclass(%s))", (name,)
-        ).fetchone()[0]
-        if attached:
+        if table_state(conn, name) == PARTITION:
             conn.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(table))
+            mark(conn, name, DETACHED_BY_PRUNE)
 
     with_lock_retries(conn, detach)
-    # Detached, the table is nobody's: dropping it waits for no batch.
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+    if table_state(conn, name) == DETACHED_BY_PRUNE:
+        # Detached, the table is nobody's: dropping it waits for no batch.
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
 
 
 def detached_leftovers(conn) -> list[str]:
-    """Monthly tables left detached by an interrupted prune."""
-    return [row[0] for row in conn.execute(DETACHED_LEFTOVERS)]
+    """Monthly tables a prune detached and was interrupted before dropping."""
+    names = [row[0] for row in conn.execute(DETACHED_LEFTOVERS)]
+    return [name for name in names if table_state(conn, name) == DETACHED_BY_PRUNE]
 
 
 def default_months(conn) -> list[tuple[datetime, int]]:
@@ -228,6 +296,14 @@ def delete_default_before(conn, horizon: datetime, batch=10_000) -> int:
         "LIMIT %s))"
     ).format(sql.Identifier(DEFAULT_PARTITION))
     return db.delete_in_batches(conn, statement, horizon, batch)
+
+
+def count_default_before(conn, horizon: datetime) -> int:
+    """The rows delete_default_before(horizon) would delete."""
+    statement = sql.SQL("SELECT count(*) FROM {} WHERE created_at < %s").format(
+        sql.Identifier(DEFAULT_PARTITION)
+    )
+    return conn.execute(statement, (horizon,)).fetchone()[0]
 
 
 def old_table_exists(conn) -> bool:
@@ -282,8 +358,10 @@ def move_old_table(conn, batch=20_000, progress=None) -> int:
         conn.execute("SELECT pg_advisory_unlock(%s)", (PARTITIONS_LOCK_ID,))
 
 
-def with_lock_retries(conn, work, attempts=LOCK_ATTEMPTS, lock_timeout_ms=LOCK_TIMEOUT_MS):
-    """Run `work(conn)` in a transaction with a short lock_timeout, retried on lock timeouts."""
+def with_lock_retries(conn, work, attempts=None, lock_timeout_ms=LOCK_TIMEOUT_MS):
+    """Run `work(conn)` in a transaction with a short lock_timeout, retried on lock timeouts
+    (LOCK_ATTEMPTS times unless `attempts` says otherwise)."""
+    attempts = attempts or LOCK_ATTEMPTS
     for attempt in range(attempts):
         try:
             with conn.transaction():
