@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import click
+import psycopg
 
 from ..config import ConfigError
 from ..maintenance import retention, tasks
@@ -12,7 +13,7 @@ from . import common
 
 
 class Retention(click.ParamType):
-    """How long to keep events: 400d, 57w, 13m or 1y, never less than the minimum."""
+    """How long to keep events: 400d, 57w, 13mo or 1y, never less than the minimum."""
 
     name = "DURATION"
 
@@ -53,15 +54,29 @@ def require_export_option(function):
 @require_export_option
 def maintain(retention, every, require_export):
     """Create the coming months' partitions, move stray events into their months, and apply
-    the retention if one is set. Safe to run anywhere, any time: passes take turns."""
+    the retention if one is set. Safe to run anywhere, any time: passes take turns.
+
+    Every step runs even if another fails; the exit status is then 1, naming the failed steps.
+    With --every, a pass that fails (the database away, say) is reported and the next one
+    comes on time: the process keeps going, as a timer would."""
     keep_month = export_guard(require_export)
     while True:
-        with connection() as conn:
-            report = tasks.maintain(conn, keep=retention, keep_month=keep_month)
-        print_maintenance(report)
         if not every:
-            return 0
+            return run_pass(retention, keep_month)
+        try:
+            run_pass(retention, keep_month)
+        except psycopg.OperationalError as error:
+            reason = tasks.one_line(error)
+            click.echo(f"maintain: pass failed, next in {every} s: {reason}", err=True)
         time.sleep(every)
+
+
+def run_pass(retention, keep_month) -> int:
+    """One maintenance pass, printed; 0 if every step succeeded, else 1."""
+    with connection() as conn:
+        report = tasks.maintain(conn, keep=retention, keep_month=keep_month)
+    print_maintenance(report)
+    return 0 if report.ok else 1
 
 
 @click.command()
@@ -138,24 +153,29 @@ def print_maintenance(report):
         click.echo(f"maintain: {report.deliveries_deleted} expired delivery digest(s) deleted")
     if report.pruned:
         print_prune(report.pruned)
+    for step, error in report.failed:
+        click.echo(f"maintain: FAILED {step}: {error}", err=True)
 
 
 def print_prune(report):
     verb = "would drop" if report.dry_run else "dropped"
     click.echo(f"prune: horizon {report.horizon:%Y-%m-%d %H:%M}Z")
+    for name in report.leftovers_dropped:
+        click.echo(f"prune: {verb} {name} (detached by an earlier, interrupted prune)")
     for name, nbytes in report.dropped:
         click.echo(f"prune: {verb} {name} ({size(nbytes)})")
     for month, why in report.kept:
         click.echo(f"prune: kept {month:%Y-%m}: {why}")
     if not report.dropped and not report.kept:
         click.echo("prune: no month is wholly older than the horizon")
-    if not report.dry_run:
-        click.echo(
-            f"prune: {report.default_rows_deleted} stray old event(s) deleted, "
-            f"{report.quarantine_rows_deleted} resolved quarantine row(s) deleted, "
-            f"counts of {report.mailings_deleted} mailing(s) deleted, "
-            f"{report.status_changes_deleted} superseded status change(s) deleted"
-        )
+    deleted = "would delete" if report.dry_run else "deleted"
+    click.echo(
+        f"prune: {deleted} {report.default_rows_deleted} stray old event(s), "
+        f"{report.quarantine_rows_deleted} resolved quarantine row(s), "
+        f"the counts of {report.mailings_deleted} mailing(s), "
+        f"{report.status_changes_deleted} superseded status change(s), "
+        f"{report.deliveries_deleted} delivery digest(s)"
+    )
     click.echo(f"prune: events take {size(report.bytes_before)} -> {size(report.bytes_after)}")
 
 

@@ -7,17 +7,16 @@ margin: Campaign re-sends an event for up to three days after its creation, and 
 whose month was already dropped would be stored again, a second copy of an event we had.
 """
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..storage import feed, mailing_counts, partitions, quarantine
+from .. import durations
+from ..storage import deliveries, feed, mailing_counts, partitions, quarantine
 
 SENDER_RETRY_WINDOW = timedelta(days=3)
 RETENTION_MARGIN = timedelta(days=4)
 MINIMUM_RETENTION = SENDER_RETRY_WINDOW + RETENTION_MARGIN
-_DURATION = re.compile(r"(\d+)\s*(d|w|m|y)")
-_UNIT_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
+SUB_DAY_UNITS = ("s", "m", "min", "h")
 
 
 class RetentionError(ValueError):
@@ -34,6 +33,8 @@ class PruneReport:
     quarantine_rows_deleted: int = 0
     mailings_deleted: int = 0  # mailing_counts of mailings whose newest event was older
     status_changes_deleted: int = 0  # feed entries older, superseded by a later one
+    deliveries_deleted: int = 0  # digests that may vouch for events just deleted
+    leftovers_dropped: list = field(default_factory=list)  # tables an earlier prune detached
     kept: list = field(default_factory=list)  # (month, why): old enough, kept by `keep_month`
     bytes_before: int = 0
     bytes_after: int = 0
@@ -45,11 +46,19 @@ class PruneReport:
 
 
 def parse_duration(text: str) -> timedelta:
-    """`400d`, `57w`, `13m` (30-day months) or `1y` (365 days) as a timedelta."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if not match:
-        raise RetentionError(f"{text!r} is not a duration such as 400d, 57w, 13m or 1y")
-    return timedelta(days=int(match.group(1)) * _UNIT_DAYS[match.group(2)])
+    """A retention as receiver.durations reads it (`400d`, `57w`, `13mo`, `1y`); units below a
+    day are refused: `13m` meant 30-day months in earlier releases, and read as minutes it
+    could silently shrink a retention (20000m: 1,600 years then, 14 days now)."""
+    unit = text.strip().lstrip("0123456789 ").lower()
+    if unit in SUB_DAY_UNITS:
+        raise RetentionError(
+            f"{text!r}: a retention is counted in d, w, mo (30-day months) or y, not {unit!r} "
+            "(m means minutes; for months write mo, e.g. 13mo)"
+        )
+    try:
+        return durations.parse_duration(text)
+    except ValueError as error:
+        raise RetentionError(str(error)) from None
 
 
 def horizon_for(keep: timedelta, now: datetime | None = None) -> datetime:
@@ -66,7 +75,11 @@ def horizon_for(keep: timedelta, now: datetime | None = None) -> datetime:
 def prune(conn, keep: timedelta, now=None, dry_run=False, keep_month=None) -> PruneReport:
     """Drop the months wholly older than the horizon, stray old rows of the default partition,
     and quarantine rows resolved before it. `conn` in autocommit. `keep_month(conn, month)`,
-    if given, names a reason to keep a month (e.g. its export is not verified), or None."""
+    if given, names a reason to keep a month (e.g. its export is not verified), or None.
+
+    With `dry_run`, nothing changes and the report counts what the real run would delete, by
+    the same conditions."""
+    started = datetime.now(UTC)
     report = PruneReport(horizon_for(keep, now), dry_run=dry_run)
     report.bytes_before = events_bytes(conn)
     doomed = [
@@ -79,10 +92,15 @@ def prune(conn, keep: timedelta, now=None, dry_run=False, keep_month=None) -> Pr
         doomed, kept_from = spare_months(conn, doomed, report, keep_month)
     doomed = [p for _, p in doomed]
     report.dropped = [(p.name, p.bytes) for p in doomed]
+    leftovers = [
+        name for name in partitions.detached_leftovers(conn) if wholly_before(name, report.horizon)
+    ]
+    report.leftovers_dropped = leftovers
     if dry_run:
+        count_what_would_go(conn, report, kept_from)
         report.bytes_after = report.bytes_before - report.bytes_freed
         return report
-    for name in partitions.detached_leftovers(conn):  # a prune interrupted after DETACH
+    for name in leftovers:  # a prune interrupted after DETACH
         partitions.drop_month(conn, name)
     for partition in doomed:
         partitions.drop_month(conn, partition.name)
@@ -90,8 +108,30 @@ def prune(conn, keep: timedelta, now=None, dry_run=False, keep_month=None) -> Pr
     report.quarantine_rows_deleted = quarantine.delete_resolved_before(conn, report.horizon)
     report.mailings_deleted = mailing_counts.delete_before(conn, kept_from)
     report.status_changes_deleted = feed.compact_status_changes(conn, report.horizon)
+    if report.dropped or report.default_rows_deleted:
+        # A digest vouches that its batch's events are stored; some of them may just have
+        # gone. Without it, a body re-sent now is validated and its events stored again, where
+        # the digest would have answered "duplicates" for events that no longer exist. Digests
+        # are only a shortcut (the unique key decides): losing a few days of them costs nothing.
+        report.deliveries_deleted = deliveries.delete_before(conn, started)
     report.bytes_after = events_bytes(conn)
     return report
+
+
+def count_what_would_go(conn, report, kept_from) -> None:
+    """Fill a dry run's counts: what each deleting step of the real run would delete."""
+    report.default_rows_deleted = partitions.count_default_before(conn, kept_from)
+    report.quarantine_rows_deleted = quarantine.count_resolved_before(conn, report.horizon)
+    report.mailings_deleted = mailing_counts.count_before(conn, kept_from)
+    report.status_changes_deleted = feed.count_compactable_status_changes(conn, report.horizon)
+    if report.dropped or report.default_rows_deleted:
+        report.deliveries_deleted = deliveries.count(conn)
+
+
+def wholly_before(name: str, horizon: datetime) -> bool:
+    """True if every event the monthly table `name` can hold is older than `horizon`."""
+    month = partitions.month_of_name(name)
+    return month is not None and partitions.add_months(month, 1) <= horizon
 
 
 def spare_months(conn, doomed, report, keep_month):

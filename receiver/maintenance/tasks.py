@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import psycopg
+
 from ..storage import deliveries, mailing_counts, partitions
 from . import retention
 
@@ -32,33 +34,69 @@ class MaintenanceReport:
     deliveries_deleted: int = 0  # digests of re-deliverable batches past their lifetime
     pruned: retention.PruneReport | None = None
     skipped: bool = False  # another pass held the lock
+    failed: list = field(default_factory=list)  # (step, error message): steps that failed
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
 
 def maintain(conn, keep=None, now=None, keep_month=None) -> MaintenanceReport:
     """One pass on an autocommit connection; `keep` (a timedelta) enables retention, and
-    `keep_month` (see retention.prune) spares the months it names a reason for."""
+    `keep_month` (see retention.prune) spares the months it names a reason for.
+
+    Every step runs even when an earlier one failed: a month that cannot be attached must not
+    hold back retention or the digests' expiry. Failures are in `report.failed`."""
     report = MaintenanceReport()
     if keep is not None:
         retention.horizon_for(keep, now)  # refuse a bad retention before touching anything
     if not conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,)).fetchone()[0]:
         report.skipped = True
         return report
+    steps = [
+        ("partitions", "created", lambda: partitions.ensure_months(conn, now)),
+        ("stray events", "split", lambda: split_default(conn, keep, now, report.failed)),
+        ("old table", "moved_old_rows", lambda: partitions.move_old_table(conn)),
+        ("mailing counts", "rolled_up", lambda: mailing_counts.roll_up(conn)),
+        ("delivery digests", "deliveries_deleted", lambda: expire_deliveries(conn, now)),
+    ]
+    if keep is not None:
+        steps.append(
+            ("retention", "pruned", lambda: retention.prune(conn, keep, now, keep_month=keep_month))
+        )
     try:
-        report.created = partitions.ensure_months(conn, now)
-        report.split = split_default(conn, keep, now)
-        report.moved_old_rows = partitions.move_old_table(conn)
-        report.rolled_up = mailing_counts.roll_up(conn)
-        report.deliveries_deleted = expire_deliveries(conn, now)
-        if keep is not None:
-            report.pruned = retention.prune(conn, keep, now, keep_month=keep_month)
+        for step, attribute, work in steps:
+            run_step(conn, report, step, lambda a=attribute, w=work: setattr(report, a, w()))
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_ID,))
     return report
 
 
-def split_default(conn, keep=None, now=None) -> list[tuple[str, int]]:
+def run_step(conn, report, step, work) -> None:
+    """`work()`; a database error is logged and noted in `report.failed`, and the pass goes on.
+    A connection that broke ends the pass: every later step would fail the same way."""
+    try:
+        work()
+    except psycopg.Error as error:
+        if conn.closed:
+            raise
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()  # an explicit transaction the step left open
+        report.failed.append((step, one_line(error)))
+        logger.warning("maintenance step failed", extra={"fields": {"step": step}}, exc_info=True)
+
+
+def one_line(error) -> str:
+    """An error's first line, with its SQLSTATE when it has one."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    sqlstate = getattr(error, "sqlstate", None)
+    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
+
+
+def split_default(conn, keep=None, now=None, failed=None) -> list[tuple[str, int]]:
     """Give each month with rows in the default partition its own partition (rows moved),
-    from the retention horizon up to SPLIT_MONTHS_AHEAD months ahead."""
+    from the retention horizon up to SPLIT_MONTHS_AHEAD months ahead. A month that cannot be
+    split (noted in `failed`, if given, else raised) does not stop the others."""
     now = now or datetime.now(UTC)
     latest = partitions.add_months(partitions.month_start(now), SPLIT_MONTHS_AHEAD)
     earliest = retention.horizon_for(keep, now) if keep is not None else None
@@ -66,8 +104,15 @@ def split_default(conn, keep=None, now=None) -> list[tuple[str, int]]:
     for month, rows in partitions.default_months(conn):
         if month > latest or (earliest is not None and partitions.add_months(month, 1) <= earliest):
             continue
-        if partitions.create_month(conn, month):
-            split.append((partitions.partition_name(month), rows))
+        name = partitions.partition_name(month)
+        try:
+            if partitions.create_month(conn, month):
+                split.append((name, rows))
+        except psycopg.Error as error:
+            if failed is None or conn.closed:
+                raise
+            failed.append((f"stray events of {name}", one_line(error)))
+            logger.warning("could not split a month", extra={"fields": {"partition": name}})
     return split
 
 

@@ -49,6 +49,11 @@ def find(pool, body_digest: bytes, deadline=None) -> Delivery | None:
     return Delivery(*row) if row else None
 
 
+def count(conn) -> int:
+    """The digests kept."""
+    return conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+
+
 def delete_before(conn, horizon=None, batch=10_000) -> int:
     """Delete the rows older than `horizon` (default: LIFETIME ago), in batches."""
     horizon = horizon or datetime.now(UTC) - LIFETIME

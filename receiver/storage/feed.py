@@ -289,6 +289,21 @@ WHERE c.id >= %(low)s AND c.id < %(high)s AND c.changed_at < %(horizon)s
 """
 
 
+COUNT_COMPACTABLE = """
+SELECT count(*) FROM status_changes c
+WHERE c.changed_at < %(horizon)s
+  AND EXISTS (SELECT FROM status_changes later
+              WHERE later.client_id = c.client_id AND later.recipient_id = c.recipient_id
+                AND later.position >= c.position
+                AND (later.position, later.id) > (c.position, c.id))
+"""
+
+
+def count_compactable_status_changes(conn, horizon) -> int:
+    """The entries compact_status_changes(horizon) would delete."""
+    return conn.execute(COUNT_COMPACTABLE, {"horizon": horizon}).fetchone()[0]
+
+
 def compact_status_changes(conn, horizon, batch=10_000) -> int:
     """Delete the status changes older than `horizon` that a later change of the same
     recipient supersedes; the entries deleted. `conn` in autocommit."""

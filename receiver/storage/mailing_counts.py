@@ -91,6 +91,11 @@ def roll_up(conn, above=ROLL_UP_ABOVE) -> int:
     return len(mailings)
 
 
+def count_before(conn, horizon) -> int:
+    """The mailings delete_before(horizon) would remove."""
+    return len(conn.execute(MAILINGS_BEFORE, (horizon,)).fetchall())
+
+
 def delete_before(conn, horizon) -> int:
     """Remove the counts and responders of every mailing whose newest event is older than
     `horizon`; the mailings removed."""

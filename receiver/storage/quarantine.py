@@ -55,6 +55,8 @@ DELETE FROM quarantine WHERE id = ANY (ARRAY(
     SELECT id FROM quarantine WHERE resolved_at < %s ORDER BY id LIMIT %s))
 """
 
+COUNT_RESOLVED_BEFORE = "SELECT count(*) FROM quarantine WHERE resolved_at < %s"
+
 UNRESOLVED_IDS = "SELECT id FROM quarantine WHERE resolved_at IS NULL ORDER BY id"
 EXISTING_IDS = "SELECT id FROM quarantine WHERE id = ANY(%s)"
 
@@ -155,6 +157,11 @@ def delete_resolved_before(conn, horizon, batch=10_000) -> int:
     from . import db
 
     return db.delete_in_batches(conn, DELETE_RESOLVED_BEFORE, horizon, batch)
+
+
+def count_resolved_before(conn, horizon) -> int:
+    """The rows delete_resolved_before(horizon) would delete."""
+    return conn.execute(COUNT_RESOLVED_BEFORE, (horizon,)).fetchone()[0]
 
 
 def _filters(kind, since, include_resolved) -> dict:

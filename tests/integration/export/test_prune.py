@@ -97,7 +97,7 @@ def test_the_setting_guards_maintain_as_well(october, conn, cli_env, tmp_path, m
     assert main(["export", "--dir", str(tmp_path), "--month", "2025-09"]) == 0
     assert main(["maintain"]) == 0
     out = capsys.readouterr().out
-    assert "prune: 1 stray old event(s) deleted" in out  # September's, exported
+    assert "prune: deleted 1 stray old event(s)" in out  # September's, exported
     assert "prune: kept 2025-10: export not verified" in out
     assert "prune: kept 2025-11: export not verified" in out
     assert count(conn) == 27 and "events_2025_10" in partition_names(conn)

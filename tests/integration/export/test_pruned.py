@@ -121,7 +121,7 @@ def test_an_event_stored_after_the_prune_is_added_and_the_archive_kept_whole(
 
     status, out, _ = run(*PRUNE, tmp_path)
     assert status == 0 and "kept" not in out
-    assert "prune: 1 stray old event(s) deleted" in out  # exported: it may go now
+    assert "prune: deleted 1 stray old event(s)" in out  # exported: it may go now
     assert stored(conn) == 0 and folder_state(folder) == after
 
 

@@ -130,3 +130,59 @@ def test_prune_while_batches_arrive_fails_none_of_them(months_of_events, client,
         sender.join()
     assert len(report.dropped) == 13  # 2025-09 .. 2026-09
     assert answers and set(answers) == {200}
+
+
+def test_a_dry_run_counts_everything_the_real_run_deletes(client, database_url, query):
+    old = datetime(2001, 1, 1, tzinfo=UTC)
+    stray = event("sent", created=millis(old), id="stray-old", mailingId=5, recipientId="r1")
+    post(client, body(stray))
+    post(client, body(event("sent", created=millis(NOW), id="kept")))
+    post(client, b"resolved long ago")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE quarantine SET resolved_at = %s, resolution = 'x'", (old,))
+        dry = retention.prune(conn, timedelta(days=400), now=NOW, dry_run=True)
+        real = retention.prune(conn, timedelta(days=400), now=NOW)
+    counted = (
+        "default_rows_deleted",
+        "quarantine_rows_deleted",
+        "mailings_deleted",
+        "status_changes_deleted",
+        "deliveries_deleted",
+    )
+    assert {name: getattr(dry, name) for name in counted} == {
+        name: getattr(real, name) for name in counted
+    }
+    assert (dry.default_rows_deleted, dry.quarantine_rows_deleted) == (1, 1)
+    assert dry.mailings_deleted == 1
+    assert dry.deliveries_deleted >= 1
+
+
+def test_a_body_re_sent_after_its_events_were_pruned_is_stored_again(client, database_url):
+    """The vendor's 2019 sample, pruned by RECEIVER_RETENTION=400d: the same POST again must
+    not be answered "duplicates" by a digest that outlived its events."""
+    sample = body(event("sent", created=millis(datetime(2019, 7, 31, tzinfo=UTC)), id="2019"))
+    assert post(client, sample).json["stored"] == 1
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        report = retention.prune(conn, timedelta(days=400))
+    assert report.default_rows_deleted == 1 and report.deliveries_deleted >= 1
+    again = post(client, sample)
+    assert again.status_code == 200
+    assert (again.json["stored"], again.json["duplicates"]) == (1, 0)
+
+
+def test_prune_drops_only_the_tables_it_detached_itself(months_of_events, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # An operator archives September by hand; a prune was interrupted after detaching
+        # October (its mark, as drop_month sets it in the DETACH's transaction).
+        conn.execute("ALTER TABLE events DETACH PARTITION events_2025_09")
+        conn.execute("ALTER TABLE events DETACH PARTITION events_2025_10")
+        partitions.mark(conn, "events_2025_10", partitions.DETACHED_BY_PRUNE)
+        report = retention.prune(conn, timedelta(days=365), now=NOW)  # horizon 2025-12-02
+        remaining = {
+            name: partitions.table_state(conn, name)
+            for name in ("events_2025_09", "events_2025_10")
+        }
+        archived = conn.execute("SELECT count(*) FROM events_2025_09").fetchone()[0]
+    assert report.leftovers_dropped == ["events_2025_10"]
+    assert remaining == {"events_2025_09": partitions.FOREIGN, "events_2025_10": None}
+    assert archived == 30

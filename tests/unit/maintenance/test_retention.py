@@ -9,7 +9,7 @@ from receiver.storage import partitions
 
 
 @pytest.mark.parametrize(
-    ("text", "days"), [("400d", 400), ("57w", 399), ("13m", 390), ("1y", 365), (" 7D ", 7)]
+    ("text", "days"), [("400d", 400), ("57w", 399), ("13mo", 390), ("1y", 365), (" 7D ", 7)]
 )
 def test_durations(text, days):
     assert retention.parse_duration(text) == timedelta(days=days)
@@ -18,6 +18,13 @@ def test_durations(text, days):
 @pytest.mark.parametrize("text", ["", "400", "d", "-5d", "1.5y", "400 days"])
 def test_a_malformed_duration_is_refused(text):
     with pytest.raises(retention.RetentionError):
+        retention.parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["13m", "20000m", "20000min", "24h", "86400s"])
+def test_a_retention_in_units_below_a_day_is_refused_naming_mo(text):
+    """`13m` meant months here once; as minutes it must fail loudly, never prune silently."""
+    with pytest.raises(retention.RetentionError, match="for months write mo"):
         retention.parse_duration(text)
 
 
