@@ -54,32 +54,17 @@ COMMENT ON COLUMN recipient_status.changed_at IS 'Arrival time of the deciding e
 -- `receiver report suppressions --since T`, every few minutes: the few rows changed since T.
 CREATE INDEX recipient_status_changed_at ON recipient_status (changed_at);
 
--- The backfill: the same decision as the insert statement, over what is already stored (and
--- over rows 003 has not moved out of the unpartitioned table yet).
-DO $$
-DECLARE
-    source text := 'SELECT * FROM events';
-BEGIN
-    IF to_regclass('events_unpartitioned') IS NOT NULL THEN
-        source := source || ' UNION ALL SELECT * FROM events_unpartitioned';
-    END IF;
-    EXECUTE format($sql$
-        INSERT INTO recipient_status (client_id, recipient_id, status, status_at,
-            status_event_type, mailing_id, status_event_key, status_rank, changed_at)
-        SELECT DISTINCT ON (client_id, recipient_id)
-               client_id, recipient_id, status, created_at, type, mailing_id, event_key,
-               status_rank(status), received_at
-        FROM (SELECT e.*, event_status(e.type, e.category, e.threshold_exceeded) AS status
-              FROM (%s) e
-              WHERE e.type IN ('singleoptin', 'doubleoptin', 'confirmedoptin', 'unsubscribe',
-                               'bounce', 'spamcomplaint', 'blocklist', 'filteredbyblocklist')
-                AND e.recipient_id IS NOT NULL) s
-        WHERE status IS NOT NULL
-        ORDER BY client_id, recipient_id, created_at DESC, status_rank(status) DESC,
-                 event_key COLLATE "C" DESC
-    $sql$, source);
-END
-$$;
+-- The backfill: the statuses decided by the events already stored (and by those 003 has not
+-- moved out of the unpartitioned table yet) are filled in after this migration's transaction,
+-- in short batches, by `receiver migrate` (receiver/storage/recipient_status.py), with the
+-- batch insert's own statement: in one statement here, an upgrade from 002 held 003's locks on
+-- `events` for the whole table's scan, and ingest answered 503 until it ended. This row says
+-- where the backfill is; `receiver migrate` resumes from it and deletes it once done.
+CREATE TABLE recipient_status_backfill (
+    relation   text,                      -- the table being read (null: not started)
+    next_block bigint NOT NULL DEFAULT 0  -- its first block not read yet
+);
+INSERT INTO recipient_status_backfill (relation) VALUES (NULL);
 
 -- One row per mailing. Unique counts are distinct recipients; a rate with no `sent` is null.
 -- Grouped by recipient first: one hash aggregate instead of a sort per count(DISTINCT).

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from . import feed, mailing_counts, partitions
+from . import feed, mailing_counts, partitions, recipient_status
 
 # Any fixed bigint works; this one is the ASCII of "receiver", recognisable in pg_locks.
 ADVISORY_LOCK_ID = 0x7265636569766572
@@ -88,6 +88,7 @@ def migrate(conninfo: str, progress=None, recounted=None, warned=None) -> list[M
         # short locks, so ingest goes on meanwhile and an interruption is resumed next time.
         partitions.ensure_months(conn)
         partitions.move_old_table(conn, progress=progress)
+        recipient_status.backfill(conn)
         mailings = mailing_counts.backfill(conn)
         feed.seed_status_changes(conn)
     if recounted and mailings:

@@ -158,16 +158,16 @@ def test_the_migration_backfill_decides_like_the_insert(client, query, database_
     assert rebuilt == live and len(live) == 3
 
 
-def rebuild_with_migration(url):
-    """Empty recipient_status, run 004's backfill block again, return the rows."""
+def rebuild_with_migration(url, blocks=1):
+    """Empty recipient_status and run 004's backfill again (one block a range: several
+    ranges even for a few rows); the rows."""
     import psycopg
 
-    from receiver.storage.migrate import load_migrations
+    from receiver.storage import recipient_status
 
-    migration = next(m for m in load_migrations() if m.name == "reporting")
-    backfill = migration.sql[migration.sql.index("DO $$") :]
-    backfill = backfill[: backfill.index("$$;", backfill.index("END")) + 3]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE recipient_status")
-        conn.execute(backfill)
+        conn.execute("INSERT INTO recipient_status_backfill (relation) VALUES (NULL)")
+        recipient_status.backfill(conn, blocks=blocks)
+        assert conn.execute("SELECT count(*) FROM recipient_status_backfill").fetchone() == (0,)
         return conn.execute("SELECT * FROM recipient_status ORDER BY recipient_id").fetchall()

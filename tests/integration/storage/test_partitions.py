@@ -1,7 +1,6 @@
 """`events` partitioned by month (migration 003): every valid time stored once, months made
 ahead, stray rows split out, and today's table migrated with its data."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -10,7 +9,7 @@ import pytest
 from receiver.maintenance import tasks
 from receiver.storage import migrate, partitions
 
-from support import admin_execute, body, event, post, with_database
+from support import body, event, post
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -102,24 +101,6 @@ def test_maintain_twice_creates_nothing_the_second_time(database_url):
         second = tasks.maintain(conn, now=later)
     assert first.created == [f"events_2031_{m:02d}" for m in range(2, 7)]
     assert second.created == []
-
-
-@pytest.fixture
-def database_at_version_2(server_url):
-    """A database migrated up to 002, before events were partitioned."""
-    name = f"receiver_v2_{uuid.uuid4().hex[:8]}"
-    admin_execute(server_url, f'CREATE DATABASE "{name}"')
-    url = with_database(server_url, name)
-    with psycopg.connect(url) as conn:
-        conn.execute(migrate.CREATE_LEDGER)
-        for migration in migrate.load_migrations()[:2]:
-            conn.execute(migration.sql)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                (migration.version, migration.name),
-            )
-    yield url
-    admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 OLD_ROWS = """
