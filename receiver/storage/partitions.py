@@ -34,9 +34,12 @@ SELECT c.relname,
        pg_get_expr(c.relpartbound, c.oid) AS bound,
        pg_total_relation_size(c.oid) AS bytes,
        pg_indexes_size(c.oid) AS index_bytes,
-       c.reltuples::bigint AS estimated_rows
+       coalesce(s.n_live_tup, greatest(c.reltuples, 0))::bigint AS estimated_rows
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
+-- The statistics' live row count, kept current by every insert and delete: reltuples is -1
+-- until the first VACUUM or ANALYZE, and a month filled since showed 0 rows.
+LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
 WHERE i.inhparent = 'events'::regclass
 ORDER BY c.relname
 """

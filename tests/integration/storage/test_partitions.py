@@ -9,7 +9,7 @@ import pytest
 from receiver.maintenance import tasks
 from receiver.storage import migrate, partitions
 
-from support import body, event, post
+from support import body, event, post, wait_until
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -157,3 +157,27 @@ def test_an_interrupted_migration_resumes_without_losing_or_doubling(database_at
             "SELECT count(*), count(DISTINCT event_key) FROM events"
         ).fetchone()
     assert (rows, keys) == (1000, 1000)
+
+
+def test_partitions_counts_the_rows_of_a_month_never_analysed(database_url, monkeypatch, capsys):
+    from receiver.cli import main
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        partitions.create_month(conn, datetime(2031, 5, 1, tzinfo=UTC))
+        conn.execute(
+            "INSERT INTO events (event_key, client_id, type, created_at, payload) "
+            "SELECT 'n' || g, 1, 'sent', timestamptz '2031-05-02' + g * interval '1 s', '{}' "
+            "FROM generate_series(1, 2500) g"
+        )
+        analysed = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE relname = 'events_2031_05'"
+        ).fetchone()[0]
+    assert analysed < 0  # never analysed: the old listing said 0 rows
+
+    def listed():
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        assert main(["partitions"]) == 0
+        line = next(x for x in capsys.readouterr().out.splitlines() if "events_2031_05" in x)
+        return int(line.split()[1].replace(",", ""))
+
+    assert wait_until(lambda: listed() == 2500, timeout=10)
