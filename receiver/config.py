@@ -72,6 +72,21 @@ class Config:
     feed_basic_auth: tuple[tuple[str, str], ...] = ()
     feed_max_requests: int = 2
     feed_max_waiting: int = 2
+    # "" (a direct connection, or a pooler in session mode) or "transaction" (PgBouncer and the
+    # like in transaction mode): receiver.storage.db.make_pool.
+    database_pooler: str = ""
+    # RECEIVER_MAINTENANCE_DATABASE_URL ("": none given); see `upkeep_database_url`.
+    maintenance_database_url: str = ""
+    # Client ids that always get their per-client metric series (receiver.observability.metrics).
+    metrics_client_ids: frozenset[int] = frozenset()
+
+    @property
+    def upkeep_database_url(self) -> str | None:
+        """Where the workers' own upkeep connects (receiver.maintenance.background): PostgreSQL
+        itself; None when it is off (a transaction pooler, and no direct URL given)."""
+        if self.maintenance_database_url:
+            return self.maintenance_database_url
+        return None if self.database_pooler == "transaction" else self.database_url
 
     @property
     def has_credentials(self) -> bool:
@@ -193,6 +208,32 @@ SETTINGS = {
         "long-polling off: `wait` is ignored, an empty page is answered at once.",
         "2",
     ),
+    "RECEIVER_DATABASE_POOLER": (
+        "`transaction` when DATABASE_URL names a pooler in transaction mode (PgBouncer "
+        "`pool_mode = transaction`), empty for PostgreSQL itself or a pooler in session mode. "
+        "In transaction mode a session setting does not follow the receiver from one "
+        "transaction to the next, so the receiver prepares no statements and sets nothing: its "
+        "session settings must be the role's own (`ALTER ROLE … IN DATABASE … SET`, see "
+        "deploy/pgbouncer/pgbouncer.ini), and each connection it opens checks them, refusing "
+        "to serve (503, /readyz failing, the statements to run in the log) until they are.",
+        "",
+    ),
+    "RECEIVER_MAINTENANCE_DATABASE_URL": (
+        "PostgreSQL itself, for the workers' own upkeep (the coming months' partitions, "
+        "expired delivery digests, the replication-slot gauge), which takes session locks and "
+        "settings that a pooler in transaction mode would hand on to the webhook's next "
+        "transaction. Empty: DATABASE_URL, except with RECEIVER_DATABASE_POOLER=transaction, "
+        "where that upkeep is then off (run `receiver maintain` against PostgreSQL itself).",
+        "",
+    ),
+    "RECEIVER_METRICS_CLIENT_IDS": (
+        "Campaign client ids (whole numbers separated by commas or whitespace) that always get "
+        "their per-client series (receiver_client_last_stored_timestamp_seconds, which the "
+        "alert ReceiverClientSentStopped watches). Other ids get one while fewer than 50 "
+        "unlisted ids have one in the worker, first come: list your real clients so that "
+        "test or made-up ids can never take their places.",
+        "",
+    ),
     "RECEIVER_RETENTION": (
         "How long `receiver maintain` keeps events, e.g. `400d` (whole months older than this "
         "are dropped; at least 7d, the sender's 3-day retry window plus a margin). Empty keeps "
@@ -215,6 +256,7 @@ def load_config(environ=None) -> Config:
     if not database_url:
         raise ConfigError("DATABASE_URL is not set (or run `receiver serve` for an embedded one)")
     basic_auth, key_auth = load_credentials(env)
+    pooler = _pooler(get("RECEIVER_DATABASE_POOLER"))
     pool_min = _integer(get, "RECEIVER_POOL_MIN_SIZE", minimum=0)
     pool_max = _integer(get, "RECEIVER_POOL_MAX_SIZE", minimum=1)
     if pool_min > pool_max:
@@ -243,7 +285,39 @@ def load_config(environ=None) -> Config:
         log_level=_log_level(get("LOG_LEVEL")),
         feed_basic_auth=_feed_credentials(get, basic_auth),
         **_feed_places(get, env),
+        database_pooler=pooler,
+        maintenance_database_url=get("RECEIVER_MAINTENANCE_DATABASE_URL"),
+        metrics_client_ids=_client_ids(get("RECEIVER_METRICS_CLIENT_IDS")),
     )
+
+
+# What RECEIVER_DATABASE_POOLER may say; "session" is spelled out for those who run PgBouncer in
+# session mode, and behaves as empty (every session setting follows the connection there).
+POOLERS = {"": "", "session": "", "transaction": "transaction"}
+
+
+def _pooler(text) -> str:
+    """RECEIVER_DATABASE_POOLER: "" or "transaction"."""
+    mode = text.strip().lower()
+    if mode not in POOLERS:
+        raise ConfigError("RECEIVER_DATABASE_POOLER must be empty, session or transaction")
+    return POOLERS[mode]
+
+
+# Client ids are bigint (receiver.ingest.schemas.CampaignId).
+BIGINT_MAX = 2**63 - 1
+
+
+def _client_ids(text) -> frozenset[int]:
+    """RECEIVER_METRICS_CLIENT_IDS: whole numbers from 0 to 2^63-1."""
+    ids = set()
+    for item in text.replace(",", " ").split():
+        if not (item.isascii() and item.isdigit() and int(item) <= BIGINT_MAX):
+            raise ConfigError(
+                f"RECEIVER_METRICS_CLIENT_IDS: {item[:40]!r} is not a client id (a whole number)"
+            )
+        ids.add(int(item))
+    return frozenset(ids)
 
 
 # The sender gives up on an answer after about 10 s. Each request has one deadline, 9.5 s after

@@ -114,7 +114,12 @@ def list_partitions():
 
 
 def connection():
-    return db.connect(common.database_url(), "receiver maintenance", lock_timeout_ms=1000)
+    return db.connect(
+        common.database_url(),
+        "receiver maintenance",
+        lock_timeout_ms=1000,
+        statement_timeout_ms=tasks.STATEMENT_TIMEOUT_MS,
+    )
 
 
 def export_guard(directory):

@@ -31,11 +31,23 @@ WHERE restart_lsn IS NOT NULL
 def start(config, interval=INTERVAL_SECONDS, slots_interval=SLOTS_INTERVAL_SECONDS):
     """Start the daemon threads (gunicorn's post_worker_init); each works at once, then every
     `interval` (partitions) or `slots_interval` (slots). Returns the partitions' thread, whose
-    `stop` event ends both; `slots` is the other."""
+    `stop` event ends both; `slots` is the other. None when the upkeep is off: behind a pooler
+    in transaction mode with no RECEIVER_MAINTENANCE_DATABASE_URL."""
+    if config.upkeep_database_url is None:
+        logger.warning(
+            "the workers' upkeep is off: DATABASE_URL is a pooler in transaction mode; set "
+            "RECEIVER_MAINTENANCE_DATABASE_URL to PostgreSQL itself, or run `receiver maintain`"
+        )
+        return None
 
     def connect():
         # A connection of its own, never one of the pool's: the request path keeps all of them.
-        return db.connect(config.database_url, "receiver maintenance", lock_timeout_ms=1000)
+        return db.connect(
+            config.upkeep_database_url,
+            "receiver maintenance",
+            lock_timeout_ms=1000,
+            statement_timeout_ms=tasks.STATEMENT_TIMEOUT_MS,
+        )
 
     stop = threading.Event()
 

@@ -23,6 +23,11 @@ MAINTENANCE_LOCK_ID = 0x7265636569766574
 # Stray rows of months up to this far ahead get a partition of their own; later ones (a clock
 # set to 9999) stay in the default partition rather than create hundreds of empty months.
 SPLIT_MONTHS_AHEAD = 12
+# A statement of a maintenance pass that runs longer than this is cancelled, and its step fails
+# and says so: each statement is a short batch (10,000 rows deleted, a range compacted, a month
+# attached under its own 5 s cap), so ten minutes means something is wrong, and a pass under
+# `--every` or a worker's hourly upkeep must end rather than hang.
+STATEMENT_TIMEOUT_MS = 600_000
 
 
 @dataclass

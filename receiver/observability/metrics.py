@@ -119,9 +119,15 @@ CLIENT_LAST_STORED = Gauge(
     ["client_id", "kind"],
     multiprocess_mode="max",
 )
+# Unlisted client ids that get a series, per process, first come: a flood of made-up ids (a
+# test tool, a typo'd setup) must not flood Prometheus. The ids of RECEIVER_METRICS_CLIENT_IDS
+# always get theirs and take none of these places, so no flood before a real client's first
+# batch can leave it without the series its alert needs.
 MAX_CLIENT_SERIES = 50
-_clients_seen = set()
+_listed_clients = frozenset()  # RECEIVER_METRICS_CLIENT_IDS, set by init_app
+_clients_seen = set()  # unlisted ids with series
 _client_gauges = {}  # (client_id, kind): its CLIENT_LAST_STORED child
+_cap_reported = False
 POOL_CONNECTIONS = Gauge(
     f"{PREFIX}_pool_connections",
     "Database connections of the workers' pools, by state (in_use, idle, waiting requests).",
@@ -178,13 +184,37 @@ def observe_stored_clients(pairs):
     for client, kind in {(client, "sent" if kind == "sent" else "other") for client, kind in pairs}:
         gauge = _client_gauges.get((client, kind))
         if gauge is None:
-            if client not in _clients_seen:
-                if len(_clients_seen) >= MAX_CLIENT_SERIES:
-                    continue  # a flood of made-up client ids must not flood Prometheus
-                _clients_seen.add(client)
+            if not _admit_client(client):
+                continue
             # Kept: labels() validates and looks the child up under a lock, every batch.
             gauge = _client_gauges[(client, kind)] = CLIENT_LAST_STORED.labels(str(client), kind)
         gauge.set(now)
+
+
+def _admit_client(client) -> bool:
+    """Whether `client` may have series: listed, already has one, or a place is left."""
+    global _cap_reported
+    if client in _listed_clients or client in _clients_seen:
+        return True
+    if len(_clients_seen) < MAX_CLIENT_SERIES:
+        _clients_seen.add(client)
+        return True
+    if not _cap_reported:
+        # Once per process: the series a real client lacks is otherwise lost without a word.
+        _cap_reported = True
+        logger.warning(
+            "client %s gets no metric series: %d other client ids took the places; list your "
+            "clients in RECEIVER_METRICS_CLIENT_IDS (they always get theirs)",
+            client,
+            MAX_CLIENT_SERIES,
+        )
+    return False
+
+
+def set_listed_clients(client_ids):
+    """The client ids that always get their series (RECEIVER_METRICS_CLIENT_IDS)."""
+    global _listed_clients
+    _listed_clients = frozenset(client_ids)
 
 
 def render_metrics():
@@ -200,6 +230,7 @@ def render_metrics():
 def init_app(app):
     """Expose /metrics (no credentials: Prometheus scrapes it; it holds counts, no data). Only
     sources in RECEIVER_METRICS_ALLOWED_IPS may read it: receiver.web.auth.guard_metrics."""
+    set_listed_clients(app.config["RECEIVER"].metrics_client_ids)
     app.add_url_rule("/metrics", "metrics", render_metrics, methods=["GET"])
 
 

@@ -16,16 +16,20 @@ That deadline is the call's own bound or what is left of the request's (receiver
 whichever ends first.
 """
 
+import logging
 import threading
 import time
 
 import psycopg
+import psycopg.sql
 import psycopg_pool
 from flask import current_app
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool.base import AttemptWithBackoff
 
 from ..watchdog import WATCHDOG
+
+logger = logging.getLogger("receiver.db")
 
 CONTENT_ERROR_CLASSES = ("22", "23", "54")
 # A failed attempt is tried once more on a fresh connection when a pooled connection turns out
@@ -70,7 +74,24 @@ class DatabaseUnavailable(Exception):
 def is_content_error(error: BaseException) -> bool:
     """True for errors caused by the data itself, which a retry would only repeat."""
     sqlstate = getattr(error, "sqlstate", None) or ""
-    return sqlstate[:2] in CONTENT_ERROR_CLASSES
+    return sqlstate[:2] in CONTENT_ERROR_CLASSES and not is_routing_race(error)
+
+
+# SQLSTATE 23514 without a constraint's name: a row refused by a partition's own bound, not by a
+# CHECK of ours (every one has a name). It happens when `receiver maintain` attaches a month
+# while a batch routed one of its rows to events_default by the partitions it saw before: the
+# row is fine, the next attempt routes it to the new partition. Transient, never quarantined.
+CHECK_VIOLATION = "23514"
+
+
+def is_routing_race(error: BaseException) -> bool:
+    """True for a row refused by a partition bound that changed under the statement."""
+    diag = getattr(error, "diag", None)
+    return (
+        getattr(error, "sqlstate", None) == CHECK_VIOLATION
+        and diag is not None
+        and diag.constraint_name is None
+    )
 
 
 class DeadlineExceeded(DatabaseUnavailable):
@@ -142,6 +163,18 @@ def make_pool(config, name="receiver", size=None) -> ReceiverPool:
     most that many connections, opened only when needed (else the configured sizes)."""
     deadline = config.database_deadline_ms / 1000
     min_size, max_size = (0, size) if size else (config.pool_min_size, config.pool_max_size)
+    # Autocommit: a batch's single INSERT is its own transaction (see storage.store_batch);
+    # multi-statement work opens one explicitly with conn.transaction().
+    kwargs = {**connection_kwargs(config), "autocommit": True}
+    settings = session_settings(config.statement_timeout_ms)
+    if config.database_pooler == "transaction":
+        # A statement psycopg prepares lives in one server session; the pooler runs the next
+        # transaction on whichever it likes, where it does not exist (SQLSTATE 26000, and a
+        # 503 on every retry). PgBouncer before 1.21 cannot carry them across.
+        kwargs["prepare_threshold"] = None
+        configure = _check_role_settings(settings, deadline)
+    else:
+        configure = _set_session(settings, deadline)
     return ReceiverPool(
         config.database_url,
         deadline_seconds=deadline,
@@ -155,32 +188,121 @@ def make_pool(config, name="receiver", size=None) -> ReceiverPool:
         reconnect_timeout=float("inf"),
         open=False,
         name=name,
-        # Autocommit: a batch's single INSERT is its own transaction (see storage.store_batch);
-        # multi-statement work opens one explicitly with conn.transaction().
-        kwargs={**connection_kwargs(config), "autocommit": True},
-        configure=_session_settings(config.statement_timeout_ms, deadline),
+        kwargs=kwargs,
+        configure=configure,
     )
 
 
-def _session_settings(statement_timeout_ms, deadline_seconds):
-    def settings(conn):
-        conn.execute(UTC_SESSION)
+def session_settings(statement_timeout_ms) -> dict:
+    """{setting: value in its base unit} every session of the request path runs with; the
+    ones that need a later server than 15 are dropped by `_applicable`."""
+    return {
+        # Times read back (feeds, exports, reports) in UTC: see UTC_SESSION.
+        "TimeZone": "UTC",
         # A statement that runs longer than this is cancelled and the request answers 503.
-        conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
-        conn.execute("SET idle_in_transaction_session_timeout = 60000")
-        if conn.info.server_version >= CLIENT_CHECK_SINCE:
-            # A statement whose connection the deadline cut (a request's last call gets only
-            # what is left of its deadline, often less than statement_timeout) would otherwise
-            # go on waiting for its lock on the server, orphaned, while the pool opens another:
-            # a long lock would pile them up to max_connections. PostgreSQL checks each second.
-            conn.execute("SET client_connection_check_interval = 1000")
+        "statement_timeout": str(int(statement_timeout_ms)),
+        "idle_in_transaction_session_timeout": "60000",
+        # A statement whose connection the deadline cut (a request's last call gets only what
+        # is left of its deadline, often less than statement_timeout) would otherwise go on
+        # waiting for its lock on the server, orphaned, while the pool opens another: a long
+        # lock would pile them up to max_connections. PostgreSQL checks each second.
+        "client_connection_check_interval": "1000",
+    }
+
+
+def _applicable(settings, server_version) -> dict:
+    """`settings` without those the server does not know."""
+    if server_version >= CLIENT_CHECK_SINCE:
+        return settings
+    return {k: v for k, v in settings.items() if k != "client_connection_check_interval"}
+
+
+def _set_session(settings, deadline_seconds):
+    """The pool's `configure` for a connection of its own: SET each setting."""
+
+    def apply(conn):
+        for name, value in _applicable(settings, conn.info.server_version).items():
+            conn.execute(f"SET {name} = '{value}'")
 
     def configure(conn):
         # Under the deadline too: a server that accepted the connection and then went silent
         # would otherwise hold one of the pool's few connecting threads for good.
-        call_with_deadline(conn, deadline_seconds, settings)
+        call_with_deadline(conn, deadline_seconds, apply)
 
     return configure
+
+
+class RoleSettingsMissing(DatabaseUnavailable):
+    """Behind a transaction pooler, the role lacks the session settings the receiver needs;
+    the message has the statements that give it them."""
+
+
+# Session settings a transaction pooler carries from one transaction to the next: PgBouncer keeps
+# the values PostgreSQL reports (ParameterStatus) per client and sets them again on each server
+# session it lends that client (client_encoding, DateStyle, TimeZone, standard_conforming_strings,
+# application_name, whatever its version).
+POOLER_TRACKED = {"TimeZone"}
+
+# One round trip, where SET costs one per setting: pg_settings gives each value in its base
+# unit (ms for the timeouts), as the role's `ALTER ROLE ... SET` stored it.
+ROLE_SETTINGS = """
+SELECT current_user, current_database(), name, setting
+FROM pg_settings WHERE name = ANY(%s)
+"""
+
+
+def _check_role_settings(settings, deadline_seconds):
+    """The pool's `configure` behind a transaction pooler. A SET changes whichever server
+    session the pooler lent for that one statement, not the sessions this connection's later
+    transactions run on; so the settings must come with every server session: the role's own,
+    `ALTER ROLE ... IN DATABASE ... SET` (PgBouncer 1.18 does not forward the startup
+    `options`). Checked on each connection the pool opens, the first at the worker's start; a
+    role without them gets no connection (503, /readyz failing) rather than requests with no
+    statement_timeout, and the log says what to run. TimeZone alone is SET: PostgreSQL reports
+    it to the client (GUC_REPORT), and PgBouncer, which keeps each client's reported values,
+    sets it again on every server session it lends this connection."""
+    reported = {name: value for name, value in settings.items() if name in POOLER_TRACKED}
+    wanted_of_role = {name: value for name, value in settings.items() if name not in reported}
+
+    def check(conn):
+        for name, value in reported.items():
+            conn.execute(f"SET {name} = '{value}'")
+        wanted = _applicable(wanted_of_role, conn.info.server_version)
+        rows = conn.execute(ROLE_SETTINGS, (list(wanted),)).fetchall()
+        role, database = rows[0][:2] if rows else ("?", "?")
+        found = {name.lower(): setting for _, _, name, setting in rows}
+        wrong = {
+            name: value
+            for name, value in wanted.items()
+            if (found.get(name.lower()) or "").lower() != value.lower()
+        }
+        if wrong:
+            raise RoleSettingsMissing(_role_settings_message(role, database, wrong, found))
+
+    def configure(conn):
+        try:
+            call_with_deadline(conn, deadline_seconds, check)
+        except RoleSettingsMissing as error:
+            logger.error("%s", error)
+            raise
+
+    return configure
+
+
+def _role_settings_message(role, database, wrong, found) -> str:
+    """What is wrong with the role's settings, and the statements that mend it."""
+    differences = ", ".join(f"{name} is {found.get(name.lower())!r}" for name in wrong)
+    role_sql = psycopg.sql.Identifier(role).as_string(None)
+    database_sql = psycopg.sql.Identifier(database).as_string(None)
+    fixes = " ".join(
+        f"ALTER ROLE {role_sql} IN DATABASE {database_sql} SET {name} = '{value}';"
+        for name, value in wrong.items()
+    )
+    return (
+        f"RECEIVER_DATABASE_POOLER=transaction: the role's sessions lack the receiver's "
+        f"settings ({differences}); run on PostgreSQL: {fixes} then reconnect the pooler's "
+        f"server connections (PgBouncer: RECONNECT on its console)"
+    )
 
 
 # The readiness probe's own pool: one connection at most, so that probes (however many load
@@ -222,17 +344,26 @@ def close_pool(app):
             pool.close(timeout=2)
 
 
-def connect(url, application_name, lock_timeout_ms=None) -> psycopg.Connection:
+def connect(
+    url, application_name, lock_timeout_ms=None, statement_timeout_ms=None
+) -> psycopg.Connection:
     """A connection of its own for a command (not the request path), in autocommit.
 
     Autocommit, so that every `conn.transaction()` is a transaction of its own: without it the
-    first statement opens an implicit transaction and each block is only a savepoint."""
-    conn = psycopg.connect(
-        url, autocommit=True, connect_timeout=5, application_name=application_name
-    )
+    first statement opens an implicit transaction and each block is only a savepoint. With the
+    pool's TCP keepalives and tcp_user_timeout (unless `url` sets its own): a dead network path
+    under `maintain --every` or the workers' hourly upkeep is noticed in seconds, where the
+    kernel's defaults left it blocked for hours. `statement_timeout_ms` bounds each statement
+    on the server (None: the server's or role's own setting, as before)."""
+    given = conninfo_to_dict(url)
+    defaults = {**TCP_DEFAULTS, "connect_timeout": 5}
+    options = {key: value for key, value in defaults.items() if key not in given}
+    conn = psycopg.connect(url, autocommit=True, application_name=application_name, **options)
     conn.execute(UTC_SESSION)
     if lock_timeout_ms is not None:
         conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+    if statement_timeout_ms is not None:
+        conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
     return conn
 
 
@@ -321,16 +452,33 @@ def _work_then_idle(conn, work):
     return result
 
 
+# PostgreSQL's warning when a commit stops waiting for its synchronous standby
+# (SyncRepWaitForLSN in src/backend/replication/syncrep.c): its text is translated with the
+# session's lc_messages, so it is recognised by what is not: the severity's untranslated name
+# and the source file the server names in every notice. The English text stays as a fallback for
+# a server or proxy that leaves the source fields out. The sqlstate cannot tell it alone: a user
+# cancel's warning has none of its own (01000, any WARNING's), and the one on an administrator's
+# shutdown (57P01) never reaches the client, whose connection is closed with it.
+UNREPLICATED_SOURCE = "syncrep.c"
 UNREPLICATED = "canceling wait for synchronous replication"
+
+
+def is_unreplicated_warning(diagnostic) -> bool:
+    """Whether a notice is PostgreSQL's "committed locally, not confirmed by the synchronous
+    standby" warning, in whatever language the server speaks."""
+    if (diagnostic.severity_nonlocalized or diagnostic.severity) != "WARNING":
+        return False
+    if diagnostic.source_file:
+        return diagnostic.source_file.rsplit("/", 1)[-1] == UNREPLICATED_SOURCE
+    return (diagnostic.message_primary or "").startswith(UNREPLICATED)
 
 
 def _collect_unreplicated(found):
     """A notice handler that keeps PostgreSQL's "not replicated" warnings in `found`."""
 
     def handle(diagnostic):
-        message = diagnostic.message_primary or ""
-        if message.startswith(UNREPLICATED):
-            found.append(message)
+        if is_unreplicated_warning(diagnostic):
+            found.append(diagnostic.message_primary or UNREPLICATED)
 
     return handle
 
@@ -345,4 +493,8 @@ def _worth_retrying(error) -> bool:
     would only time out again."""
     if isinstance(error, psycopg.errors.QueryCanceled):
         return False
-    return isinstance(error, psycopg.OperationalError) or error.sqlstate == READ_ONLY
+    return (
+        isinstance(error, psycopg.OperationalError)
+        or error.sqlstate == READ_ONLY
+        or is_routing_race(error)
+    )

@@ -14,6 +14,14 @@ from psycopg.conninfo import make_conninfo
 from . import OwnedPostgres, wait_until
 
 
+def set_standby_names(url, value):
+    """Make commits on `url` wait for the standby named `value` (synchronous replication)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        statement = psycopg.sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}")
+        conn.execute(statement.format(psycopg.sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
+
+
 def start_publisher(data_dir, replication_slots=4, wal_senders=4) -> OwnedPostgres:
     """A cluster that can publish: wal_level = logical (a restart). One subscription takes a
     slot and a walsender, and each table it is copying at first one more of each (two at a

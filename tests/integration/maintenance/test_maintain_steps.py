@@ -69,3 +69,16 @@ def test_a_clean_pass_exits_0(database_url, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert main(["maintain"]) == 0
     assert "FAILED" not in capsys.readouterr().err
+
+
+def test_the_maintenance_connection_bounds_its_statements_and_watches_its_path(
+    database_url, monkeypatch
+):
+    from receiver.cli import maintain as command
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    with command.connection() as conn:
+        timeout = conn.execute("SHOW statement_timeout").fetchone()[0]
+        parameters = conn.info.get_parameters()
+    assert timeout == "10min"
+    assert (parameters["keepalives"], parameters["tcp_user_timeout"]) == ("1", "9000")

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
 from receiver.storage import partitions
 
@@ -129,3 +130,28 @@ def test_an_interrupted_creation_is_redone_and_a_foreign_table_left_alone(databa
         conn.execute("CREATE TABLE events_2029_03 (note text)")
         assert partitions.create_month(conn, datetime(2029, 3, 1, tzinfo=UTC)) is False
         assert partitions.table_state(conn, "events_2029_03") == partitions.FOREIGN
+
+
+def test_a_partition_bound_refusal_is_transient_and_a_named_check_is_content(database_url):
+    from receiver.storage import db
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        this_month = partitions.partition_name(partitions.month_start(datetime.now(UTC)))
+        try:  # a row outside the partition's bound, as a stale routing puts it
+            statement = sql.SQL(
+                "INSERT INTO {} (event_key, client_id, type, created_at, payload) "
+                "VALUES ('k', 1, 'sent', '1999-01-01', '{{}}')"
+            )
+            conn.execute(statement.format(sql.Identifier(this_month)))
+        except psycopg.errors.CheckViolation as error:
+            bound = error
+        try:  # recipient_status's own CHECK on its status
+            conn.execute(
+                "INSERT INTO recipient_status (client_id, recipient_id, status, status_at, "
+                "status_event_type, status_event_key, status_rank, changed_at) "
+                "VALUES (1, 'r', 'bogus', now(), 'x', 'k', 1, now())"
+            )
+        except psycopg.errors.CheckViolation as error:
+            named = error
+    assert db.is_routing_race(bound) and not db.is_content_error(bound)
+    assert not db.is_routing_race(named) and db.is_content_error(named)

@@ -12,17 +12,11 @@ from receiver.storage import db
 from receiver.storage.migrate import migrate
 
 from support import body, event, post, wait_until
+from support.replication import set_standby_names
 
 pytestmark = pytest.mark.slow
 
 WAITING_FOR_STANDBY = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
-
-
-def set_standby_names(url, value):
-    with psycopg.connect(url, autocommit=True) as conn:
-        statement = psycopg.sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}")
-        conn.execute(statement.format(psycopg.sql.Literal(value)))
-        conn.execute("SELECT pg_reload_conf()")
 
 
 def test_a_commit_whose_wait_for_the_standby_was_cancelled_is_a_503(owned_postgres, config):
