@@ -5,28 +5,71 @@ samples), delivers some batches twice (a lost 200 makes Campaign re-send), and t
 but 200 the way Campaign does: wait, send the same batch again, until it is accepted or the
 give-up time passes. `--verify` then compares what was sent with what the database holds.
 
-Every event of a run carries the run's own `clientId` and a unique `mailId`, so verification
-counts rows by content the receiver cannot have invented, independently of its keys.
+The events tell a believable story, so that the first reports a newcomer sees look right: each
+mailing is sent to its recipients, a few bounce, some of the others open it (some several
+times), some openers click, a few unsubscribe or complain; subscription events come beside.
+
+Every simulated event carries SIMULATED_CLIENT_ID, the same for every run: the receiver's
+per-client metrics keep series for a limited number of client ids, and a new id per run would
+use them up. A run is told apart by its own tag, in front of every event's unique `mailId`,
+and its own mailing ids, so verification counts the run's rows alone, by content the receiver
+cannot have invented, independently of its keys, whatever earlier runs stored.
 """
 
 import itertools
 import json
 import random
+import socket
 import statistics
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 import requests
+
+# The clientId of simulated traffic (README: Trying a deployment). Campaign's client ids are
+# 11 digits; twelve nines is none of them, and plainly made up in a report or a metric.
+SIMULATED_CLIENT_ID = 999_999_999_999
 
 DOCUMENTED_TYPES = (
     "open", "click", "sent", "bounce", "unsubscribe", "spamcomplaint", "singleoptin",
     "confirmedoptin", "doubleoptin", "blocklist", "archive", "filteredbyblocklist",
 )  # fmt: skip
-# Roughly the shape of real traffic: mostly sends and opens, few of the rest.
-TYPE_WEIGHTS = (30, 10, 40, 5, 3, 1, 2, 2, 2, 1, 2, 2)
+# Events about a recipient's subscription rather than a mailing's funnel, a few per hundred.
+SUBSCRIPTION_TYPES = (
+    "singleoptin", "confirmedoptin", "doubleoptin", "blocklist", "archive", "filteredbyblocklist",
+)  # fmt: skip
+SUBSCRIPTION_SHARE = 0.03
+# The funnel of a mailing, as shares: of the recipients sent it, of the delivered, of openers.
+BOUNCE_RATE = 0.02
+HARD_BOUNCE_SHARE = 0.3
+OPEN_RATE = 0.3
+OPENS_PER_OPENER = (1, 1, 2, 3)
+CLICK_RATE = 0.25
+CLICKS_PER_CLICKER = (1, 2)
+UNSUBSCRIBE_RATE = 0.02
+COMPLAINT_RATE = 0.002
+RECIPIENTS_PER_MAILING = 2000
+RECIPIENT_POOL = 10**6
+# Events per recipient sent a mailing, on average: to size the mailings to the events asked for.
+EVENTS_PER_RECIPIENT = (
+    1
+    + BOUNCE_RATE
+    + (1 - BOUNCE_RATE)
+    * (
+        OPEN_RATE
+        * (
+            statistics.mean(OPENS_PER_OPENER)
+            + CLICK_RATE * statistics.mean(CLICKS_PER_CLICKER)
+            + UNSUBSCRIBE_RATE
+        )
+        + COMPLAINT_RATE
+    )
+)
 DEVICES = ("desktop", "mobile", "tablet")
 SYSTEMS = ("Windows 10", "macOS", "iOS 17", "Android 14")
 BROWSERS = ("Firefox 64.1", "Chrome 120", "Safari 17", "Outlook")
@@ -34,20 +77,25 @@ BROWSERS = ("Firefox 64.1", "Chrome 120", "Safari 17", "Outlook")
 
 @dataclass
 class Plan:
-    """What to send: the run's client id, the batches, and which are delivered twice."""
+    """What to send: the client id, the batches, and which are delivered twice; the run's tag
+    (every mail id starts with it) and its mailings."""
 
     client_id: int
     batches: list
     mail_ids: list
     redeliveries: int = 0
+    run: str = ""
+    mailing_ids: list = field(default_factory=list)
 
 
 @dataclass
 class Tally:
-    """What happened, shared by the sending threads."""
+    """What happened, shared by the sending threads; `waiting`: batches waiting to be sent
+    again, by the answer they last got."""
 
     statuses: Counter = field(default_factory=Counter)
     latencies: list = field(default_factory=list)
+    waiting: Counter = field(default_factory=Counter)
     delivered_batches: int = 0
     delivered_events: int = 0
     attempts: int = 0
@@ -56,38 +104,110 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class Unreachable(Exception):
+    """Nothing can take the batches at the URL (refused, unknown host); the message says so."""
+
+
 def make_plan(events, batch_size=100, duplicates=0.1, without_id=0.5, seed=None) -> Plan:
-    """Generate `events` unique events in batches; `duplicates` of the batches go out twice."""
+    """Generate `events` unique events in batches; `duplicates` of the batches go out twice.
+
+    `seed` makes the events' types, recipients and order reproducible; the run's tag and
+    mailing ids are new on every call all the same, so that no two runs share an event."""
     rng = random.Random(seed)
-    client_id = rng.randrange(10**10, 10**11)
-    run = uuid.UUID(int=rng.getrandbits(128)).hex[:10]
+    run = uuid.uuid4().hex[:12]
+    subscriptions = round(events * SUBSCRIPTION_SHARE)
+    recipients = int((events - subscriptions) / EVENTS_PER_RECIPIENT)
+    if events > subscriptions:
+        recipients = max(1, recipients)
+    count = max(1, round(recipients / RECIPIENTS_PER_MAILING))
+    mailing_ids = random.SystemRandom().sample(range(10**10, 10**11), count)
+    mailings = [
+        mailing_events(rng, mailing_id, size)
+        for mailing_id, size in zip(mailing_ids, split(recipients, count), strict=True)
+    ]
+    funnel = fit(mailings, events - subscriptions)
+    subscriptions = events - len(funnel)  # whatever the funnel left of the events asked for
     base_ms = int(time.time() * 1000) - 60_000
+    at = set(rng.sample(range(events), subscriptions))
+    funnel_events = iter(funnel)
     items, mail_ids = [], []
     for n in range(events):
+        if n in at:
+            recipient = recipient_id(rng.randrange(RECIPIENT_POOL))
+            kind, mailing_id = rng.choice(SUBSCRIPTION_TYPES), rng.choice(mailing_ids)
+        else:
+            kind, recipient, mailing_id = next(funnel_events)
         mail_id = f"{run}-{n:09d}"
         mail_ids.append(mail_id)
-        items.append(make_event(rng, client_id, mail_id, base_ms + n, without_id))
+        items.append(make_event(rng, kind, recipient, mailing_id, mail_id, base_ms + n, without_id))
     batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     repeated = [b for b in batches if rng.random() < duplicates]
     # Re-deliveries arrive later and interleaved, as retries after a lost 200 would.
     for batch in repeated:
         batches.insert(rng.randrange(len(batches) + 1), batch)
-    return Plan(client_id, batches, mail_ids, len(repeated))
+    return Plan(SIMULATED_CLIENT_ID, batches, mail_ids, len(repeated), run, mailing_ids)
 
 
-def make_event(rng, client_id, mail_id, created_ms, without_id) -> dict:
-    """One event of a random documented type, shaped like the vendor's samples."""
-    kind = rng.choices(DOCUMENTED_TYPES, TYPE_WEIGHTS)[0]
+def split(total, parts) -> list[int]:
+    """`total` in `parts` sizes that differ by one at most."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def recipient_id(number) -> str:
+    """A recipient id like Campaign's: an e-mail address."""
+    return f"user{number}@example.com"
+
+
+def mailing_events(rng, mailing_id, size) -> tuple[list, list]:
+    """One mailing to `size` recipients: its `sent` events, then the responses ((kind,
+    recipient, mailing id) each), a recipient's together: opens before clicks."""
+    recipients = [recipient_id(n) for n in rng.sample(range(RECIPIENT_POOL), size)]
+    sends = [("sent", r, mailing_id) for r in recipients]
+    responses = []
+    for r in recipients:
+        if rng.random() < BOUNCE_RATE:
+            responses.append([("bounce", r, mailing_id)])
+            continue
+        kinds = []
+        if rng.random() < OPEN_RATE:
+            kinds += ["open"] * rng.choice(OPENS_PER_OPENER)
+            if rng.random() < CLICK_RATE:
+                kinds += ["click"] * rng.choice(CLICKS_PER_CLICKER)
+            if rng.random() < UNSUBSCRIBE_RATE:
+                kinds.append("unsubscribe")
+        if rng.random() < COMPLAINT_RATE:
+            kinds.append("spamcomplaint")
+        if kinds:
+            responses.append([(kind, r, mailing_id) for kind in kinds])
+    rng.shuffle(responses)
+    return sends, [event for group in responses for event in group]
+
+
+def fit(mailings, budget) -> list:
+    """The mailings' events, each mailing's sends before its responses, cut to `budget` by
+    dropping the last responses: a response is never kept without its recipient's `sent`, nor
+    a click without the opens before it."""
+    excess = sum(len(s) + len(r) for s, r in mailings) - budget
+    kept = []
+    for sends, responses in reversed(mailings):
+        drop = min(max(excess, 0), len(responses))
+        excess -= drop
+        kept.append(sends + responses[: len(responses) - drop])
+    return [event for mailing in reversed(kept) for event in mailing]
+
+
+def make_event(rng, kind, recipient, mailing_id, mail_id, created_ms, without_id) -> dict:
+    """One event of `kind`, shaped like the vendor's samples."""
     event = {
         "type": kind,
-        "recipientId": f"user{rng.randrange(10**6)}@example.com",
+        "recipientId": recipient,
         "userListId": 10180860004,
-        "clientId": client_id,
+        "clientId": SIMULATED_CLIENT_ID,
         "created": created_ms,
         "subscriptionId": rng.randrange(10**10, 10**11),
         "mailId": mail_id,
-        "mailingId": rng.randrange(10230355200, 10230355300),
-        "mediaTypesToAddresses": {"EMAIL": "someone@example.com"},
+        "mailingId": mailing_id,
+        "mediaTypesToAddresses": {"EMAIL": recipient},
     }
     if rng.random() >= without_id:
         event["id"] = f"{mail_id}-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}"
@@ -99,11 +219,37 @@ def make_event(rng, client_id, mail_id, created_ms, without_id) -> dict:
     if kind == "click":
         event["link"] = f"https://example.com/offer/{rng.randrange(100)}"
     if kind == "bounce":
-        event["category"] = rng.choice(("softbounce", "hardbounce"))
+        hard = rng.random() < HARD_BOUNCE_SHARE
+        event["category"] = "hardbounce" if hard else "softbounce"
         event["reason"] = rng.choice(("spam-related", "other"))
         event["mediaType"] = "EMAIL"
         event["thresholdExceeded"] = rng.random() < 0.1
     return event
+
+
+def check_listening(url, wait=3.0):
+    """Return once something accepts connections at the URL's host and port; Unreachable when
+    its host name does not resolve, or when it is refused for `wait` seconds (a receiver that
+    is starting gets that long). Any other trouble is left to the retries of `deliver`."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        raise Unreachable(f"{url} is not an http(s) URL with a host")
+    if requests.utils.get_environ_proxies(url):
+        return  # the proxy is what answers; the retries and their progress line tell
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=5).close()
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() >= deadline:
+                raise Unreachable(f"nothing listens at {url} (connection refused)") from None
+            time.sleep(0.2)
+        except socket.gaierror:
+            raise Unreachable(f"unknown host {parts.hostname!r} in {url}") from None
+        except OSError:
+            return
 
 
 def deliver(
@@ -175,8 +321,40 @@ def deliver_one(session, url, body, tally, retry_delay, give_up_after, timeout) 
             with tally.lock:
                 tally.gave_up += 1
             return False
+        with tally.lock:
+            tally.waiting[status] += 1
         time.sleep(retry_delay)
+        with tally.lock:
+            tally.waiting[status] -= 1
+            if not tally.waiting[status]:
+                del tally.waiting[status]
     return False
+
+
+def waiting_text(tally, retry_delay) -> str | None:
+    """What the sender waits for, in a few words (None: for nothing): the batches waiting to be
+    sent again and the answers they got."""
+    with tally.lock:
+        waiting = sorted(tally.waiting.items(), key=lambda item: str(item[0]))
+    if not waiting:
+        return None
+    batches = sum(n for _, n in waiting)
+    answers = ", ".join(f"{n} after {answer_name(status)}" for status, n in waiting)
+    return f"{batches} batch(es) to send again every {retry_delay:g} s: {answers}"
+
+
+def answer_name(status) -> str:
+    """An HTTP status with its phrase, or what the exception a request raised means."""
+    if isinstance(status, int):
+        try:
+            return f"{status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            return str(status)
+    if "Timeout" in status:
+        return "no answer in time"
+    if status == "ConnectionError":
+        return "no connection (refused or reset)"
+    return status
 
 
 @dataclass
@@ -193,13 +371,11 @@ class Verification:
 
 
 def verify(plan, database_url) -> Verification:
-    """Compare the plan's events with the rows stored for the run's client id."""
+    """Compare the plan's events with the rows of the run: its mailings, its mail ids."""
     import psycopg
 
-    from .storage import events
-
-    with psycopg.connect(database_url) as conn:
-        stored = events.count_by_mail_id(conn, plan.client_id)
+    with psycopg.connect(database_url, connect_timeout=10) as conn:
+        stored = dict(conn.execute(RUN_ROWS, run_parameters(plan)).fetchall())
     expected = set(plan.mail_ids)
     return Verification(
         expected=len(expected),
@@ -208,6 +384,20 @@ def verify(plan, database_url) -> Verification:
         extra=len(stored.keys() - expected),
         duplicated=sum(1 for n in stored.values() if n > 1),
     )
+
+
+# The run's rows by mail id: the mailing ids find them through events_mailing (client_id,
+# mailing_id, type), whatever else the client has; the tag keeps out any other run's rows.
+RUN_ROWS = """
+SELECT mail_id, count(*) FROM events
+WHERE client_id = %(client)s AND mailing_id = ANY(%(mailings)s) AND mail_id LIKE %(tagged)s
+GROUP BY mail_id
+"""
+
+
+def run_parameters(plan) -> dict:
+    """RUN_ROWS's parameters for the plan's run."""
+    return {"client": plan.client_id, "mailings": plan.mailing_ids, "tagged": f"{plan.run}-%"}
 
 
 def percentile(values, fraction):

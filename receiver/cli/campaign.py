@@ -320,7 +320,7 @@ def _ledger(client_id):
     """The receiver's database to look into, or None and why not."""
     try:
         return registration.DatabaseLedger(common.database_url(), client_id), None
-    except ConfigError as error:
+    except (ConfigError, common.DatabaseUnreachable) as error:
         return None, str(error)
 
 

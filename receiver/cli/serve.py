@@ -1,5 +1,6 @@
 """`receiver serve`: gunicorn with the packaged settings; an embedded PostgreSQL in development."""
 
+import errno
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from . import common
 
 # gunicorn's settings are a module of the package, found by import wherever it is installed.
 GUNICORN_CONFIG = "python:receiver.web.gunicorn_conf"
+DEFAULT_BIND = "127.0.0.1:8000"
 
 CREDENTIAL_VARIABLES = (
     "RECEIVER_BASIC_AUTH",
@@ -55,14 +57,18 @@ def serve(bind, workers, dev):
     basic_auth, key_auth = load_credentials(env)  # a malformed one stops the boot here too
     if not (basic_auth or key_auth) and (configured or not development):
         raise ConfigError(NO_CREDENTIALS)  # only the development mode generates a pair
-    bind = bind or (f"0.0.0.0:{env['PORT']}" if env.get("PORT") else "127.0.0.1:8000")
-    ensure_port_free(bind)  # before a banner with credentials promises a receiver there
+    bind = bind or (f"0.0.0.0:{env['PORT']}" if env.get("PORT") else DEFAULT_BIND)
+    ensure_port_free(bind, development)  # before a banner with credentials promises a receiver
     state = common.state_dir(env)
     if development:
         from ..storage.embedded import start_embedded
 
         server = start_embedded(state.pgdata)  # stops when this process exits
         env["DATABASE_URL"] = server.get_uri()
+    else:
+        # One line and exit 2 within the connect timeout, before anything else: an unreachable
+        # database is the most common failed start, and libpq alone would wait for ever.
+        common.check_database(env["DATABASE_URL"])
     try:
         migrations.migrate(env["DATABASE_URL"])
     except migrations.ServerTooOld as error:
@@ -110,8 +116,9 @@ def development_mode(env, dev) -> bool:
     return True
 
 
-def ensure_port_free(bind):
-    """Refuse early when something already listens on `bind` (gunicorn would fail later)."""
+def ensure_port_free(bind, development=True):
+    """Refuse early when `bind` cannot be listened on (gunicorn would fail later), saying why
+    and how to choose another address."""
     host, _, port = bind.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     try:
@@ -124,7 +131,27 @@ def ensure_port_free(bind):
         try:
             probe.bind((host, port_number))
         except OSError as error:
-            raise ConfigError(f"cannot listen on {bind}: {error.strerror}") from None
+            raise common.CommandError(
+                f"cannot listen on {bind}: {bind_problem(error, port_number, development)}"
+            ) from None
+
+
+def bind_problem(error, port, development) -> str:
+    """Why an address cannot be listened on, and how to choose another."""
+    # PORT without DATABASE_URL makes serve refuse (a deployment), so it is no advice there.
+    other = "choose another with `receiver serve --bind HOST:PORT`" + (
+        "" if development else " (or set PORT)"
+    )
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} is already in use (another `receiver serve`?): stop what listens "
+            f"there, or {other}"
+        )
+    if error.errno == errno.EACCES:
+        return f"no permission to listen on port {port} (below 1024 needs privileges): {other}"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"that address is not one of this machine's: {other}, e.g. 127.0.0.1:{port}"
+    return f"{error.strerror}: {other}"
 
 
 def print_development_banner(state, user, password, bind, database_url):
@@ -139,7 +166,7 @@ def print_development_banner(state, user, password, bind, database_url):
         "Send the vendor's sample batch:\n"
         f"  curl -u {user}:{password} --data-binary @{sample} {webhook_url(bind)}\n"
         "Or a Campaign-like load, checked against the table:\n"
-        "  receiver simulate --events 10000 --verify\n"
+        f"  receiver simulate --events 10000 --verify{url_option(bind)}\n"
     )
     sys.stdout.flush()
 
@@ -153,7 +180,7 @@ def print_configured_development_banner(state, config, sources, bind, database_u
             "Send the vendor's sample batch (curl asks for the password):\n"
             f"  curl -u {user} --data-binary @{sample} {webhook_url(bind)}\n"
             "Or a Campaign-like load, checked against the table:\n"
-            f"  receiver simulate --events 10000 --verify --user {user}"
+            f"  receiver simulate --events 10000 --verify{url_option(bind)} --user {user}"
             "   (the password in $RECEIVER_SIMULATE_PASSWORD)\n"
         )
     else:
@@ -174,8 +201,15 @@ def print_configured_development_banner(state, config, sources, bind, database_u
 
 def webhook_url(bind):
     host, _, port = bind.rpartition(":")
-    host = "127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host
+    host = "127.0.0.1" if host in ("", "0.0.0.0", "[::]", "::") else host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
     return f"http://{host}:{port}/webhook"
+
+
+def url_option(bind) -> str:
+    """` --url URL` for `receiver simulate`: the address serve listens on, whatever --bind."""
+    return f" --url {webhook_url(bind)}"
 
 
 def run_forwarding_signals(command, env) -> int:

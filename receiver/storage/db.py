@@ -217,12 +217,24 @@ def _applicable(settings, server_version) -> dict:
     return {k: v for k, v in settings.items() if k != "client_connection_check_interval"}
 
 
+# Every setting in one round trip, as SET would set it (for the session); the names and values
+# are parameters, never text in the statement.
+SET_SETTINGS = """
+SELECT set_config(name, value, false) FROM unnest(%s::text[], %s::text[]) AS s(name, value)
+"""
+
+
+def set_settings(conn, settings: dict) -> None:
+    """Set `settings` ({name: value}) for the session, in one statement."""
+    if settings:
+        conn.execute(SET_SETTINGS, (list(settings), list(settings.values())))
+
+
 def _set_session(settings, deadline_seconds):
     """The pool's `configure` for a connection of its own: SET each setting."""
 
     def apply(conn):
-        for name, value in _applicable(settings, conn.info.server_version).items():
-            conn.execute(f"SET {name} = '{value}'")
+        set_settings(conn, _applicable(settings, conn.info.server_version))
 
     def configure(conn):
         # Under the deadline too: a server that accepted the connection and then went silent
@@ -265,8 +277,7 @@ def _check_role_settings(settings, deadline_seconds):
     wanted_of_role = {name: value for name, value in settings.items() if name not in reported}
 
     def check(conn):
-        for name, value in reported.items():
-            conn.execute(f"SET {name} = '{value}'")
+        set_settings(conn, reported)
         wanted = _applicable(wanted_of_role, conn.info.server_version)
         rows = conn.execute(ROLE_SETTINGS, (list(wanted),)).fetchall()
         role, database = rows[0][:2] if rows else ("?", "?")
@@ -359,11 +370,12 @@ def connect(
     defaults = {**TCP_DEFAULTS, "connect_timeout": 5}
     options = {key: value for key, value in defaults.items() if key not in given}
     conn = psycopg.connect(url, autocommit=True, application_name=application_name, **options)
-    conn.execute(UTC_SESSION)
+    settings = {"TimeZone": "UTC"}
     if lock_timeout_ms is not None:
-        conn.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+        settings["lock_timeout"] = str(int(lock_timeout_ms))
     if statement_timeout_ms is not None:
-        conn.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
+        settings["statement_timeout"] = str(int(statement_timeout_ms))
+    set_settings(conn, settings)
     return conn
 
 

@@ -335,7 +335,7 @@ def test_each_row_commits_alone_and_a_lock_timeout_stops_the_replay(
 def test_unreachable_database_is_an_error_exit(cli, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/none")
     status, _, err = cli("quarantine", "list")
-    assert status == 1 and "database error" in err
+    assert status == 2 and "cannot connect to the database at 127.0.0.1:1/none" in err
 
 
 def test_database_url_is_required(cli, monkeypatch, tmp_path):
