@@ -33,19 +33,27 @@ format: $(VENV)/bin/ruff
 $(VENV)/bin/uvicorn:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e '.[test,bench-peer]'
 
-# Before/after in one run: BEFORE is the git ref to compare the working tree with (empty: none);
-# PEER=yes also runs the FastAPI peer for the ratio to it (PEER= : not).
+# Before/after in one run: BEFORE is the git ref to compare the working tree with (empty: none;
+# the same commit as HEAD with nothing changed: skipped, saying so); PEER=yes also runs the
+# FastAPI peer for the ratio to it (PEER= : not). The database is an embedded PostgreSQL in a
+# temporary folder unless BENCH_DATABASE_URL names a server (`make bench
+# BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres`): a database is created there
+# and dropped at the end. Progress goes to stderr; all it makes under TMPDIR is removed at the
+# end, also on failure or Ctrl-C. BENCH_ARGS go to bench/run.py, e.g. a quick run:
+# `make bench BENCH_ARGS="--seconds 3 --memory-events 20000"` (python bench/run.py --help).
 BEFORE ?= main
 PEER ?= yes
+BENCH_ARGS ?=
 bench: $(VENV)/bin/pytest $(if $(PEER),$(VENV)/bin/uvicorn)
-	$(PY) bench/run.py $(if $(BEFORE),--before $(BEFORE)) $(if $(PEER),--peer)
+	$(PY) bench/run.py $(if $(BEFORE),--before $(BEFORE)) $(if $(PEER),--peer) $(BENCH_ARGS)
 
 # The handler's instructions per fresh batch (callgrind: the same count whatever the machine's
 # load), the working tree against BEFORE; needs valgrind.
 bench-instructions: $(VENV)/bin/pytest
 	$(PY) bench/instructions.py $(if $(BEFORE),--before $(BEFORE))
 
-# Ingest with 0, 10M and 50M events stored (about an hour, and ~45 GB of disk at 50M).
+# Ingest with 0, 10M and 50M events stored (about an hour, and ~45 GB of disk at 50M: under
+# TMPDIR in an embedded PostgreSQL, or on the server BENCH_DATABASE_URL names).
 bench-growth: $(VENV)/bin/pytest
 	$(PY) bench/growth.py
 

@@ -52,8 +52,15 @@ def main():
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("sort", nargs="?", default="tottime", choices=("tottime", "cumulative"))
-    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--server", help="PostgreSQL URL (default: BENCH_DATABASE_URL, else an embedded one)"
+    )
     args = parser.parse_args()
+    if not args.server:  # bench/run.py's choice, never a server merely found listening
+        sys.path.insert(0, str(ROOT / "bench"))
+        import run
+
+        args.server = run.pick_server()
     name = f"receiver_cpu_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.server, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

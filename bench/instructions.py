@@ -33,7 +33,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", metavar="REF", help="also count this git ref's handler")
     parser.add_argument("--batches", default="20,80", help="the two batch counts (default 20,80)")
-    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument(
+        "--server", help="PostgreSQL URL (default: BENCH_DATABASE_URL, else an embedded one)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("ROOT", "BODIES", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -41,6 +43,7 @@ def main():
     if not shutil.which("valgrind"):
         sys.exit("bench/instructions.py needs valgrind: apt-get install valgrind")
     low, high = map(int, args.batches.split(","))
+    args.server = args.server or bench_server()
     with tempfile.TemporaryDirectory(prefix="receiver-instructions-") as scratch:
         scratch = Path(scratch)
         bodies = write_bodies(scratch / "bodies", high + WARMUP)
@@ -56,6 +59,15 @@ def main():
         before, after = counts.values()
         print(f"after / before: {after / before:.2f}")
     return 0
+
+
+def bench_server():
+    """bench/run.py's choice, said on stderr: BENCH_DATABASE_URL, else an embedded PostgreSQL
+    removed at exit (never a server merely found listening)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import run
+
+    return run.pick_server()
 
 
 def write_bodies(path, count):

@@ -15,21 +15,29 @@ Runs, in one go and on the same machine state, so the figures can be compared as
 With `--before REF` (`make bench` passes BEFORE, default `main`), phases 2-4 also run for the
 code of that git ref (exported with `git archive` into a temporary directory and put first on
 PYTHONPATH of its gunicorn), alternately with the working tree's, in the same run and database:
-the before/after ratios then compare like with like on a shared machine. With `--peer` (`make
-bench` passes it), phases 2-4 also run, alternately, for bench/peer_fastapi.py: the same
-contract on FastAPI + pydantic + asyncpg under uvicorn, the stack issue #13 measures us against.
+the before/after ratios then compare like with like on a shared machine. When REF is the commit
+checked out and the working tree has no changes, there is nothing to compare: the before runs
+are skipped, saying so. With `--peer` (`make bench` passes it), phases 2-4 also run,
+alternately, for bench/peer_fastapi.py: the same contract on FastAPI + pydantic + asyncpg under
+uvicorn, the stack issue #13 measures us against.
 
-Needs wrk and pgbench (Debian: `apt-get install wrk postgresql-client`). The database is
-BENCH_DATABASE_URL, else the server on 127.0.0.1:5432 when one listens, else an embedded one.
+Needs wrk and pgbench (Debian: `apt-get install wrk postgresql-client`). The database is an
+embedded PostgreSQL (pgserver) in a temporary folder, unless BENCH_DATABASE_URL names a server:
+then a database is created there and dropped at the end. Which one is used is said at the start;
+progress goes to stderr, one line per phase, the figures to stdout at the end. Everything
+temporary (the embedded cluster, the exported ref, logs) lives in one folder under TMPDIR that is
+removed at the end, also on failure, Ctrl-C or SIGTERM (bench/run.py's `scratch`).
 """
 
 import argparse
+import atexit
 import base64
 import importlib.util
 import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -61,37 +69,153 @@ CONNECTIONS, WRK_THREADS = 8, 2
 # The `created` of the generated events: an hour ago, so they land in the current month's
 # partition as live traffic does (not in events_default).
 BASE_MS = int(time.time() * 1000) - 3_600_000
+STARTED = time.monotonic()
+_scratch = []  # the run's one temporary folder, once made (see `scratch`)
+_server = []  # the database server's URL, once picked (see `pick_server`)
+_cleanups = []  # run at exit, last registered first
 
 
 def main():
     args = parse_args()
+    progress(f"setup: temporary folder {scratch()}")
+    skipped = skip_same_code(args)
     server_url = pick_server()
     database = f"receiver_bench_{uuid.uuid4().hex[:8]}"
+    progress(f"setup: creating and migrating database {database}")
     admin(server_url, f'CREATE DATABASE "{database}"')
     url = make_conninfo(server_url, dbname=database)
     try:
         migrate(url)
         report = {"machine": machine(server_url), "settings": settings(args)}
+        report["before_skipped"] = skipped
+        progress(f"ceiling: pgbench, {CONNECTIONS} clients, {args.seconds} s")
         report["ceiling"] = database_ceiling(url, args.seconds)
+        progress(f"ceiling: {report['ceiling']['events_per_second']:,} events/s")
         report["runs"] = []
-        with tempfile.TemporaryDirectory(prefix="receiver-bench-before-") as before_dir:
-            codes = {"after": ROOT}
-            if args.before:
-                codes["before"] = export_ref(args.before, Path(before_dir))
-            if args.peer:
-                codes["peer"] = PEER
-            for code, first in plan(codes, args.rounds):
-                label = LABELS[code].format(ref=args.before)
-                with Receiver(url, args.workers, args.threads, codes[code]) as receiver:
-                    run = {"code": code, "label": label, **drive(receiver, args, first)}
-                run["verification"] = verify(url, run)
-                report["runs"].append(run)
+        codes = {"after": ROOT}
+        if args.before:
+            codes["before"] = export_ref(args.before, scratch() / "before")
+        if args.peer:
+            codes["peer"] = PEER
+        runs = plan(codes, args.rounds)
+        for number, (code, first) in enumerate(runs, 1):
+            label = LABELS[code].format(ref=args.before)
+            report["runs"].append(measured_run(url, args, code, codes[code], first, label,
+                                               f"run {number}/{len(runs)}"))  # fmt: skip
     finally:
-        admin(server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        progress(f"cleanup: dropping database {database}")
+        drop_database(server_url, database)
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0 if all(run["verification"]["ok"] for run in report["runs"]) else 1
+
+
+def measured_run(url, args, code, tree, memory, label, prefix):
+    """One gunicorn (or uvicorn) of `tree` through the HTTP phases, then the table checked."""
+    started = time.monotonic()
+    progress(f"{prefix}: {label}: starting the server")
+    with Receiver(url, args.workers, args.threads, tree) as receiver:
+        run = {"code": code, "label": label, **drive(receiver, args, memory, prefix)}
+    run["verification"] = verify(url, run)
+    verdict = "ok" if run["verification"]["ok"] else "FAILED"
+    progress(
+        f"{prefix}: done in {time.monotonic() - started:.0f} s: "
+        f"{run['phases']['fresh']['events_per_second']:,} fresh events/s, verification {verdict}"
+    )
+    return run
+
+
+def progress(message):
+    """One line on stderr, at once: the figures wait for the end, this says what runs now."""
+    print(f"bench [{time.monotonic() - STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
+
+
+def scratch() -> Path:
+    """The run's one temporary folder; the first call arranges its removal at exit."""
+    if not _scratch:
+        _scratch.append(Path(tempfile.mkdtemp(prefix="receiver-bench-")))
+        on_exit(lambda: shutil.rmtree(_scratch[0], ignore_errors=True))
+        install_cleanup()
+    return _scratch[0]
+
+
+def on_exit(cleanup):
+    """Run `cleanup` when the bench exits, however it exits (see `install_cleanup`)."""
+    _cleanups.append(cleanup)
+
+
+def install_cleanup():
+    """Cleanups at exit; SIGTERM and SIGHUP turned into SystemExit so that `finally` blocks
+    and atexit run for them as for Ctrl-C (their default would end the process on the spot)."""
+    atexit.register(run_cleanups)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop_on_signal)
+
+
+def stop_on_signal(signum, _frame):
+    """Unwind at once; another signal while cleaning up is ignored so the cleanup finishes."""
+    for other in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(other, signal.SIG_IGN)
+    progress(f"{signal.Signals(signum).name}: stopping, then cleaning up")
+    sys.exit(128 + signum)
+
+
+def run_cleanups():
+    """The registered cleanups, last first (the cluster stops before its folder goes)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a Ctrl-C would cut it short
+        signal.signal(signum, signal.SIG_IGN)
+    while _cleanups:
+        try:
+            _cleanups.pop()()
+        except Exception as error:  # the others still run
+            progress(f"cleanup: {error!r}")
+    if _scratch:
+        progress(f"cleanup: removed {_scratch[0]}")
+
+
+def drop_database(server_url, database):
+    """DROP DATABASE, saying (not raising) when it fails: the run's own error comes first."""
+    try:
+        admin(server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    except psycopg.Error as error:
+        progress(f"cleanup: could not drop database {database}: {error}")
+
+
+def skip_same_code(args):
+    """None, or why the before runs are skipped: REF is HEAD and nothing is changed."""
+    if not args.before:
+        return None
+    commit = resolve_ref(args.before)
+    head = resolve_ref("HEAD")
+    changes = git("status", "--porcelain").stdout.strip()
+    if commit != head or changes:
+        return None
+    reason = (
+        f"BEFORE={args.before} is the commit checked out here ({commit[:12]}) and the working "
+        "tree has no changes: before and after would be the same code, so the before runs are "
+        "skipped. To compare, name an older ref: make bench BEFORE=HEAD~1 (or a branch, tag or "
+        "commit); BEFORE= to not compare."
+    )
+    progress(f"setup: {reason}")
+    args.before = None
+    return reason
+
+
+def resolve_ref(ref):
+    """The commit `ref` names; exits saying so when it names none."""
+    known = git("rev-parse", "--verify", "-q", ref + "^{commit}")
+    if known.returncode != 0:
+        sys.exit(
+            f"bench: --before {ref}: no such git ref here (make bench BEFORE=<ref>, or BEFORE=)"
+        )
+    return known.stdout.strip()
+
+
+def git(*arguments):
+    return subprocess.run(
+        ["git", "-C", str(ROOT), *arguments], capture_output=True, text=True, check=False
+    )
 
 
 def plan(codes, rounds):
@@ -106,18 +230,16 @@ def plan(codes, rounds):
 
 def export_ref(ref, directory):
     """The tree of git `ref` in `directory` (git archive: no worktree left behind)."""
-    command = ["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", ref + "^{commit}"]
-    known = subprocess.run(command, capture_output=True, check=False)
-    if known.returncode != 0:
-        sys.exit(
-            f"bench: --before {ref}: no such git ref here (make bench BEFORE=<ref>, or BEFORE=)"
-        )
+    started = time.monotonic()
+    progress(f"before: exporting {ref} ({resolve_ref(ref)[:12]}) with git archive to {directory}")
+    directory.mkdir()
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", "--format=tar", ref],
         capture_output=True,
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    progress(f"before: exported in {time.monotonic() - started:.1f} s")
     return directory
 
 
@@ -150,14 +272,48 @@ def settings(args):
 
 
 def pick_server():
+    """BENCH_DATABASE_URL when set, else an embedded PostgreSQL of this run's (one per
+    process, however many times asked); says which at the first call."""
+    if _server:
+        return _server[0]
     if os.environ.get("BENCH_DATABASE_URL"):
-        return os.environ["BENCH_DATABASE_URL"]
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", 5432)) == 0:
-            return "postgresql://postgres@127.0.0.1:5432/postgres"
-    from receiver.storage.embedded import start_embedded
+        url = os.environ["BENCH_DATABASE_URL"]
+        parts = conninfo_to_dict(url)  # said without the password
+        where = f"{parts.get('user', '')}@{parts.get('host', '')}:{parts.get('port', '')}"
+        progress(f"setup: database server: BENCH_DATABASE_URL ({where}); a receiver_bench_* "
+                 "database is created there and dropped at the end")  # fmt: skip
+    else:
+        from receiver.storage.embedded import start_embedded
 
-    return start_embedded(Path(tempfile.mkdtemp(prefix="receiver-bench-pg-"))).get_uri()
+        data = scratch() / "postgres"
+        progress(f"setup: database server: an embedded PostgreSQL in {data}, removed at the end "
+                 "(BENCH_DATABASE_URL=postgresql://... to use a server instead)")  # fmt: skip
+        started = time.monotonic()
+        on_exit(lambda: stop_postmaster(data))  # when interrupted before `handle` exists
+        # "delete": its cleanup stops the cluster and removes it (and its own atexit hook).
+        handle = start_embedded(data, cleanup_mode="delete")
+        on_exit(handle.cleanup)
+        url = handle.get_uri()
+        progress(f"setup: embedded PostgreSQL ready in {time.monotonic() - started:.1f} s")
+    _server.append(url)
+    return url
+
+
+def stop_postmaster(data):
+    """Immediate shutdown of a postmaster still running on `data`, waited for (its files are
+    removed next)."""
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGQUIT)
+    except (OSError, ValueError, IndexError):  # no cluster there, or it has stopped
+        return
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def admin(url, sql):
@@ -189,7 +345,7 @@ def cpu_model():
 
 def database_ceiling(url, seconds):
     """pgbench: the receiver's INSERT with 100 literal rows, 8 clients, one commit each."""
-    script = Path(tempfile.mkdtemp()) / "insert.sql"
+    script = scratch() / "insert.sql"
     script.write_text("\\set r random(1, 1000000000000000)\n" + ceiling_statement() + ";\n")
     command = [
         "pgbench",
@@ -313,7 +469,7 @@ class Receiver:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
         # gunicorn's own log, for when it does not come up (a busy machine, a bad setting).
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed with the process)
-            "w", prefix="receiver-bench-", suffix=".log", delete=False
+            "w", prefix="server-", suffix=".log", delete=False, dir=scratch()
         )
         self.process = subprocess.Popen(command, env=env, cwd=code, stderr=self.log)
 
@@ -354,19 +510,35 @@ class Receiver:
         ]
 
     def __enter__(self):
+        try:
+            self.wait_ready()
+        except BaseException:  # Ctrl-C or a timeout while booting: the server goes too
+            self.__exit__()
+            raise
+        return self
+
+    def wait_ready(self):
+        """Until /readyz answers 200; the server's log quoted if it never does (the log is
+        in the run's temporary folder, gone once the bench exits)."""
         deadline = time.monotonic() + 90  # workers boot slowly on a loaded machine
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 if requests.get(self.base + "/readyz", timeout=1).status_code == 200:
-                    return self
+                    return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"the receiver did not become ready (its log: {self.log.name})")
+        log = Path(self.log.name).read_text()[-3000:]
+        raise RuntimeError(f"the receiver did not become ready; the end of its log:\n{log}")
 
     def __exit__(self, *exc):
         self.process.terminate()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a worker stuck in a request: not left behind
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
 
     def worker_pids(self):
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
@@ -429,23 +601,29 @@ def wrk(receiver, run, seconds, mode="fresh", first_batch=0, batches=0, delay_ms
     return result
 
 
-def drive(receiver, args, memory=True):
+def drive(receiver, args, memory=True, prefix="run"):
     """The HTTP phases, in order; each fresh phase uses batch numbers no other phase uses."""
     run = uuid.uuid4().hex[:8]
+
+    def phase(title, seconds, *rest, **options):
+        """One wrk phase, announced on stderr with what it measures and for how long."""
+        progress(f"{prefix}: {title}, {seconds} s")
+        return wrk(receiver, run, seconds, *rest, **options)
+
     phases = {}
-    phases["warmup"] = wrk(receiver, run, 3, first_batch=0)
+    phases["warmup"] = phase("warm-up", 3, first_batch=0)
     next_batch = 10_000_000
     rss_before = receiver.worker_rss()
     cpu_before = receiver.worker_cpu_seconds()
-    phases["fresh"] = fresh = wrk(receiver, run, args.seconds, first_batch=next_batch)
+    phases["fresh"] = fresh = phase("fresh batches", args.seconds, first_batch=next_batch)
     fresh["worker_cpu_ms_per_batch"] = round(
         (receiver.worker_cpu_seconds() - cpu_before) * 1000 / max(fresh["started"], 1), 2
     )
     # Re-deliver batches the fresh phase had answered 200 for: every event is a duplicate.
     sent = WRK_THREADS * min(fresh["per_thread"]) - CONNECTIONS
     cpu_before = receiver.worker_cpu_seconds()
-    phases["duplicates"] = dup = wrk(
-        receiver, run, args.seconds, "replay", next_batch, max(sent, 1)
+    phases["duplicates"] = dup = phase(
+        "re-delivered batches", args.seconds, "replay", next_batch, max(sent, 1)
     )
     dup["worker_cpu_ms_per_batch"] = round(
         (receiver.worker_cpu_seconds() - cpu_before) * 1000 / max(dup["started"], 1), 2
@@ -454,13 +632,17 @@ def drive(receiver, args, memory=True):
     # Half of the fresh throughput: each connection waits between its requests.
     half_rate = fresh["batches_per_second"] / 2
     delay_ms = max(0, int(CONNECTIONS / half_rate * 1000 - fresh["p50_us"] / 1000))
-    phases["half_load"] = wrk(
-        receiver, run, args.seconds, first_batch=next_batch, delay_ms=delay_ms
+    phases["half_load"] = phase(
+        "half load", args.seconds, first_batch=next_batch, delay_ms=delay_ms
     )
     next_batch += 10_000_000
     if memory:
         memory_seconds = max(5, int(args.memory_events / max(fresh["events_per_second"], 1) * 1.15))
-        phases["memory"] = wrk(receiver, run, memory_seconds, first_batch=next_batch)
+        phases["memory"] = phase(
+            f"worker memory over {args.memory_events:,} more events",
+            memory_seconds,
+            first_batch=next_batch,
+        )
     rss_after = receiver.worker_rss()
     return {"run": run, "phases": phases, "rss_kb": {"before": rss_before, "after": rss_after}}
 
@@ -511,6 +693,8 @@ def print_report(report):
     ]
     for run in report["runs"]:
         lines += run_lines(run, ceiling)
+    if report.get("before_skipped"):
+        lines += ["--- before -> after: not measured", report["before_skipped"]]
     lines += comparison_lines(report["runs"])
     print("\n".join(lines))
 

@@ -3,12 +3,20 @@
 `prism mock --errors` validates every request against the document (a violation is logged
 and answered with an error) and answers with the documented shapes; the `Prefer: code=N`
 header makes it answer any documented status, so each documented error goes through the real
-client. Prism is the npm package pinned in tests/contract/ (`npm ci --prefix tests/contract`).
+client. Prism is the npm package pinned in tests/contract/package-lock.json; the first run
+installs it with `npm ci` into a per-user cache folder named after the lock file's hash (never
+into the checkout), and without node, npm or the npm registry these tests skip, saying why.
 """
 
+import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,7 +29,14 @@ from support import ROOT, free_port, wait_until
 
 CONTRACT = ROOT / "tests" / "contract"
 SPEC = CONTRACT / "campaign-rest-webhooks.openapi.json"
-PRISM = CONTRACT / "node_modules" / ".bin" / "prism"
+LOCK = CONTRACT / "package-lock.json"
+PRISM_BIN = Path("node_modules", ".bin", "prism")
+# Offline, npm's default retries take over a minute to fail; a short back-off fails in seconds.
+NPM_CI = [
+    *("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", "--prefer-offline"),
+    *("--fetch-retries=2", "--fetch-retry-mintimeout=1000", "--fetch-retry-maxtimeout=5000"),
+]
+NPM_TIMEOUT = 300  # a registry that drops packets rather than refusing them
 CLIENT_ID = 123456
 AUTH = ("api-user", "api-pass")
 URL = "https://receiver.example.com/webhook"
@@ -60,17 +75,62 @@ def test_the_copied_document_is_the_vendors_unchanged():
     assert json.loads(SPEC.read_text()) == json.loads(shared.read_text())
 
 
+def prism_home() -> Path:
+    """The per-user folder Prism is installed in, one per version of the lock file."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "receiver" / f"prism-{hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]}"
+
+
+def install_prism(home: Path) -> str | None:
+    """`npm ci` of tests/contract/ into `home`; None when done, else why it could not be."""
+    if not (shutil.which("npm") and shutil.which("node")):
+        return "node and npm are not installed: Prism (tests/contract/) cannot run"
+    try:
+        home.parent.mkdir(parents=True, exist_ok=True)
+        # Installed beside `home` and renamed into place: an interrupted or failed install is
+        # never taken for a complete one, and two runs installing at once do not mix.
+        staging = Path(tempfile.mkdtemp(prefix=home.name + ".partial-", dir=home.parent))
+    except OSError as error:
+        return f"cannot create {home.parent} for Prism: {error}"
+    try:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(CONTRACT / name, staging / name)
+        done = subprocess.run([*NPM_CI, "--prefix", str(staging)], capture_output=True,
+                              text=True, timeout=NPM_TIMEOUT, check=False)  # fmt: skip
+        if done.returncode != 0:
+            return f"npm ci could not install Prism: {npm_gist(done.stderr)}"
+        try:
+            staging.rename(home)
+        except OSError:  # another run installed it first: theirs is as good
+            if not (home / PRISM_BIN).exists():
+                raise
+    except subprocess.TimeoutExpired:
+        return f"npm ci could not install Prism in {NPM_TIMEOUT} s (is the npm registry reachable?)"
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return None
+
+
+def npm_gist(stderr: str) -> str:
+    """npm's error code and first message line, without the stack, the help and the log path."""
+    lines = [re.sub(r"^npm (error|ERR!) ?", "", line).strip() for line in stderr.splitlines()]
+    code = next((line.split()[1] for line in lines if re.match(r"code \S+$", line)), None)
+    noise = re.compile(r"^(code|errno|syscall) \S+$|^at |^A complete log")
+    message = next((line for line in lines if line and not noise.search(line)), "no message")
+    return f"{code}: {message}" if code else message
+
+
 class Prism:
     """`prism mock --errors` on a free loopback port; its log kept to look for violations."""
 
-    def __init__(self, log_path):
+    def __init__(self, executable, log_path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.offset = 0  # violations are counted from here (see `reset`)
         self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
         command = [
-            str(PRISM),
+            str(executable),
             "mock",
             str(SPEC),
             "--errors",
@@ -108,12 +168,12 @@ class Prism:
 
 @pytest.fixture(scope="module")
 def prism_server(tmp_path_factory):
-    if not PRISM.exists():
-        if not (shutil.which("npm") and shutil.which("node")):
-            pytest.skip("node and npm are not installed: Prism (tests/contract/) cannot run")
-        subprocess.run(["npm", "ci", "--prefix", str(CONTRACT), "--no-audit", "--no-fund",
-                        "--loglevel=error"], check=True, capture_output=True)  # fmt: skip
-    mock = Prism(tmp_path_factory.mktemp("prism") / "prism.log")
+    home = prism_home()
+    if not (home / PRISM_BIN).exists():
+        why_not = install_prism(home)
+        if why_not:
+            pytest.skip(why_not)
+    mock = Prism(home / PRISM_BIN, tmp_path_factory.mktemp("prism") / "prism.log")
     yield mock
     mock.stop()
 
@@ -191,3 +251,19 @@ def test_the_commands_send_only_valid_requests(prism, monkeypatch, tmp_path, cap
     assert "authentication:" in output.out  # setup ran through
     assert "receiver: campaign:" not in output.err  # no call failed
     assert prism.violations() == []
+
+
+def test_without_the_npm_registry_the_contract_tests_skip_saying_why(tmp_path):
+    """Offline for real: npm pointed at a closed port, with an empty cache and no Prism yet."""
+    if not (shutil.which("npm") and shutil.which("node")):
+        pytest.skip("node and npm are not installed: nothing to install Prism with")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "npm_config_registry": "http://127.0.0.1:9/",
+           "npm_config_cache": str(tmp_path / "npm-cache")}  # fmt: skip
+    command = [sys.executable, "-m", "pytest", __file__, "-p", "no:cacheprovider", "-rs",
+               "-k", "sends_what_the_document_describes"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 skipped" in done.stdout, done.stdout
+    assert "npm ci could not install Prism: ECONNREFUSED: FetchError" in done.stdout, done.stdout
+    assert list((tmp_path / "cache" / "receiver").iterdir()) == []  # no half install left
