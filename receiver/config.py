@@ -219,11 +219,12 @@ SETTINGS = {
         "",
     ),
     "RECEIVER_MAINTENANCE_DATABASE_URL": (
-        "PostgreSQL itself, for the workers' own upkeep (the coming months' partitions, "
-        "expired delivery digests, the replication-slot gauge), which takes session locks and "
-        "settings that a pooler in transaction mode would hand on to the webhook's next "
-        "transaction. Empty: DATABASE_URL, except with RECEIVER_DATABASE_POOLER=transaction, "
-        "where that upkeep is then off (run `receiver maintain` against PostgreSQL itself).",
+        "PostgreSQL itself, for every command (`receiver migrate`, also serve's, maintain, "
+        "report, ...) and the workers' own upkeep (the coming months' partitions, expired "
+        "delivery digests, the replication-slot gauge), which take session locks and settings "
+        "that a pooler in transaction mode would hand on to the webhook's next transaction. "
+        "Empty: DATABASE_URL, except with RECEIVER_DATABASE_POOLER=transaction, where the "
+        "commands then refuse and that upkeep is off.",
         "",
     ),
     "RECEIVER_METRICS_CLIENT_IDS": (

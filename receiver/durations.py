@@ -29,15 +29,21 @@ UNITS = {
     "y": timedelta(days=365),
 }
 EXAMPLES = "10m, 2h, 30d, 6w, 13mo or 1y"
-_DURATION = re.compile(r"(\d+)\s*([a-z]+)", re.IGNORECASE)
+# ASCII digits and spaces only: Arabic-Indic digits or a non-breaking space are not ours to guess.
+_DURATION = re.compile(r"([0-9]+) *([a-z]+)", re.IGNORECASE | re.ASCII)
+
+
+def split_duration(text: str) -> tuple[int, str]:
+    """(number, unit as typed) of a duration; ValueError if it is not one."""
+    match = _DURATION.fullmatch(text.strip(" ")) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as {EXAMPLES}")
+    return int(match.group(1)), match.group(2)
 
 
 def parse_duration(text: str) -> timedelta:
     """`10m`, `2h`, `400d`, `13mo`, `1y`, ... as a timedelta; ValueError saying why if not."""
-    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
-    if not match:
-        raise ValueError(f"{text!r} is not a duration such as {EXAMPLES}")
-    number, unit = int(match.group(1)), match.group(2)
+    number, unit = split_duration(text)
     if unit == "M":
         raise ValueError(
             f"{text!r} is ambiguous: write {number}m or {number}min for minutes, "

@@ -73,18 +73,38 @@ def running_development_database(state: StateDir) -> str | None:
 
 
 def database_url(environ=None, check=True) -> str:
-    """DATABASE_URL, or the running development database; ConfigError when there is neither,
-    DatabaseUnreachable (unless `check` is false) when it does not accept a connection."""
+    """The database the commands use: RECEIVER_MAINTENANCE_DATABASE_URL, else DATABASE_URL, else
+    the running development database; ConfigError when there is none, DatabaseUnreachable
+    (unless `check` is false) when it does not accept a connection."""
     env = os.environ if environ is None else environ
-    url = env.get("DATABASE_URL") or running_development_database(state_dir(env))
+    url, source = command_database(env)
     if not url:
         raise ConfigError(
             "DATABASE_URL is not set, and no development database is running "
             "(start one with `receiver serve`)"
         )
     if check:
-        check_database(url, "DATABASE_URL" if env.get("DATABASE_URL") else DEVELOPMENT_DATABASE)
+        check_database(url, source)
     return url
+
+
+MAINTENANCE_URL = "RECEIVER_MAINTENANCE_DATABASE_URL"
+
+
+def command_database(env) -> tuple[str | None, str]:
+    """(URL, the variable it came from) for the commands. They take session advisory locks and
+    session settings (migrate, maintain, prune, export, ...), which a pooler in transaction mode
+    would leak to the webhook's next transaction: behind one, they need PostgreSQL itself."""
+    if env.get(MAINTENANCE_URL):
+        return env[MAINTENANCE_URL], MAINTENANCE_URL
+    if env.get("DATABASE_URL"):
+        if env.get("RECEIVER_DATABASE_POOLER", "").strip().lower() == "transaction":
+            raise ConfigError(
+                "DATABASE_URL is a pooler in transaction mode (RECEIVER_DATABASE_POOLER="
+                f"transaction): the commands need PostgreSQL itself; set {MAINTENANCE_URL}"
+            )
+        return env["DATABASE_URL"], "DATABASE_URL"
+    return running_development_database(state_dir(env)), DEVELOPMENT_DATABASE
 
 
 class CommandError(Exception):
@@ -97,6 +117,13 @@ class DatabaseUnreachable(CommandError):
 
 def database_address(url, source="DATABASE_URL") -> str:
     """host:port/dbname of a libpq URL or conninfo, for messages: no user, no password."""
+    if is_ambiguous_uri(url):
+        # libpq would read part of the password as the host, port or database name, and every
+        # message naming those would show it.
+        raise CommandError(
+            f"{source} is malformed: an @ or / in the user or password must be percent-encoded "
+            "(@ as %40, / as %2F, : as %3A)"
+        )
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
@@ -110,6 +137,17 @@ def database_address(url, source="DATABASE_URL") -> str:
     ports += ports[-1:] * (len(hosts) - len(ports))
     where = ",".join(f"{h}:{p}" for h, p in zip(hosts, ports, strict=False))
     return f"{where}/{params.get('dbname', '')}".rstrip("/")
+
+
+def is_ambiguous_uri(url) -> bool:
+    """Whether a postgresql:// URI has an @ that libpq and a reader would split differently: more
+    than one before the path, or one after it (a password with a raw @ or /)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in ("postgresql", "postgres"):
+        return False
+    before_query = rest.split("?", 1)[0]
+    authority, _, path = before_query.partition("/")
+    return authority.count("@") > 1 or "@" in path
 
 
 def check_database(url, source="DATABASE_URL"):

@@ -65,7 +65,9 @@ def maintain(retention, every, require_export):
             return run_pass(retention, keep_month)
         try:
             run_pass(retention, keep_month)
-        except psycopg.OperationalError as error:
+        except (psycopg.OperationalError, common.CommandError) as error:
+            # The database away (at connect: CommandError, one line already) is a pass that
+            # failed, not a reason for the process to end: the next one comes on time.
             reason = tasks.one_line(error)
             click.echo(f"maintain: pass failed, next in {every} s: {reason}", err=True)
         time.sleep(every)

@@ -65,12 +65,17 @@ def serve(bind, workers, dev):
 
         server = start_embedded(state.pgdata)  # stops when this process exits
         env["DATABASE_URL"] = server.get_uri()
-    else:
+    # Migrations take session locks: behind a transaction pooler they go to PostgreSQL itself
+    # (RECEIVER_MAINTENANCE_DATABASE_URL), as every command does.
+    migrate_url = env["DATABASE_URL"] if development else common.command_database(env)[0]
+    if not development:
         # One line and exit 2 within the connect timeout, before anything else: an unreachable
         # database is the most common failed start, and libpq alone would wait for ever.
         common.check_database(env["DATABASE_URL"])
+        if migrate_url != env["DATABASE_URL"]:
+            common.check_database(migrate_url, common.MAINTENANCE_URL)
     try:
-        migrations.migrate(env["DATABASE_URL"])
+        migrations.migrate(migrate_url)
     except migrations.ServerTooOld as error:
         raise ConfigError(str(error)) from None
     config = load_config(env)

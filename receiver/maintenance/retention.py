@@ -49,7 +49,10 @@ def parse_duration(text: str) -> timedelta:
     """A retention as receiver.durations reads it (`400d`, `57w`, `13mo`, `1y`); units below a
     day are refused: `13m` meant 30-day months in earlier releases, and read as minutes it
     could silently shrink a retention (20000m: 1,600 years then, 14 days now)."""
-    unit = text.strip().lstrip("0123456789 ").lower()
+    try:
+        unit = durations.split_duration(text)[1].lower()
+    except ValueError as error:
+        raise RetentionError(str(error)) from None
     if unit in SUB_DAY_UNITS:
         raise RetentionError(
             f"{text!r}: a retention is counted in d, w, mo (30-day months) or y, not {unit!r} "

@@ -104,6 +104,9 @@ def apply_pending(conninfo: str, warned=None) -> list[Migration]:
         if warned:
             conn.add_notice_handler(lambda diag: _pass_on_warning(diag, warned))
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_ID,))
+        # A role with the webhook's statement_timeout (5 s, its `ALTER ROLE ... SET` behind a
+        # pooler) would cancel a migration that builds an index on a big table: none here.
+        conn.execute("SELECT set_config('statement_timeout', '0', true)")
         conn.execute(CREATE_LEDGER)
         todo = pending(conn)
         for migration in todo:

@@ -227,9 +227,11 @@ def prepare_table(conn, name, bounds) -> bool:
     return True
 
 
-# The longest the second transaction may hold its locks. ATTACH scans the default partition
-# under an exclusive lock, and batches routed there (stray months) or reading it wait meanwhile:
-# past this the step fails, says so, and the events stay where they are, safe; ingest first.
+# The longest ATTACH may take. It reads the default partition under an exclusive lock, which
+# holds up every reader of `events` that cannot skip that partition: past this the step fails,
+# says so, and the rows stay where they are, safe; the next pass tries again. (The move before
+# it only holds up batches bound for the default partition; it runs under the connection's own
+# statement timeout, so a big stray month is split however long that takes.)
 ATTACH_STATEMENT_TIMEOUT_MS = 5000
 
 
@@ -238,19 +240,21 @@ def move_and_attach(conn, name, bounds) -> bool:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITIONS_LOCK_ID,))
     if table_state(conn, name) != BEING_CREATED:
         return False  # another process attached it meanwhile
-    conn.execute(
-        "SELECT set_config('statement_timeout', %s, true)", (f"{ATTACH_STATEMENT_TIMEOUT_MS}ms",)
-    )
     table, default = sql.Identifier(name), sql.Identifier(DEFAULT_PARTITION)
     lower, upper = map(sql.Literal, bounds)
     # Before the move: a batch that would put a row of this month into the default partition
-    # now waits for our commit, then finds the partition (PostgreSQL routes it anew).
+    # now waits for our commit. PostgreSQL then refuses its row there (it was routed by the
+    # partitions it saw before), and the receiver tries the batch again at once, into the new
+    # partition (db.is_routing_race); a wait past the request's deadline is a 503, retried.
     conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(default))
     conn.execute(
         sql.SQL(
             "WITH moved AS (DELETE FROM {} WHERE created_at >= {} AND created_at < {} "
             "RETURNING *) INSERT INTO {} SELECT * FROM moved"
         ).format(default, lower, upper, table)
+    )
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, true)", (f"{ATTACH_STATEMENT_TIMEOUT_MS}ms",)
     )
     conn.execute(
         sql.SQL("ALTER TABLE events ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
@@ -271,14 +275,21 @@ def drop_month(conn, name: str) -> None:
     table = sql.Identifier(name)
 
     def detach(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITIONS_LOCK_ID,))
         if table_state(conn, name) == PARTITION:
             conn.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(table))
             mark(conn, name, DETACHED_BY_PRUNE)
 
+    def drop(conn):
+        # The mark checked and the table dropped under the partitions' lock: a create_month
+        # of the same month (a worker's upkeep) cannot swap a new partition in between.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITIONS_LOCK_ID,))
+        if table_state(conn, name) == DETACHED_BY_PRUNE:
+            # Detached, the table is nobody's: dropping it waits for no batch.
+            conn.execute(sql.SQL("DROP TABLE {}").format(table))
+
     with_lock_retries(conn, detach)
-    if table_state(conn, name) == DETACHED_BY_PRUNE:
-        # Detached, the table is nobody's: dropping it waits for no batch.
-        conn.execute(sql.SQL("DROP TABLE {}").format(table))
+    with_lock_retries(conn, drop)
 
 
 def detached_leftovers(conn) -> list[str]:

@@ -82,3 +82,27 @@ def test_the_maintenance_connection_bounds_its_statements_and_watches_its_path(
         parameters = conn.info.get_parameters()
     assert timeout == "10min"
     assert (parameters["keepalives"], parameters["tcp_user_timeout"]) == ("1", "9000")
+
+
+def test_maintain_every_outlives_a_database_that_is_away(tmp_path):
+    """A Procfile process: the database away at a pass is a failed pass, not a dead process."""
+    import os
+    import subprocess
+    import sys
+
+    from support import ROOT, free_port, wait_until
+
+    env = {**os.environ, "DATABASE_URL": f"postgresql://u:s3cret@127.0.0.1:{free_port()}/x"}
+    log = tmp_path / "stderr"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "receiver", "maintain", "--every", "60"],
+            env=env, cwd=ROOT, stderr=stderr, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: "pass failed, next in 60 s" in log.read_text(), timeout=30)
+        assert process.poll() is None  # still there for the next pass
+        assert "s3cret" not in log.read_text()
+    finally:
+        process.kill()
+        process.wait()

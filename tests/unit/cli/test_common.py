@@ -7,12 +7,14 @@ import pytest
 from receiver.cli.common import (
     DEVELOPMENT_DATABASE,
     CommandError,
+    command_database,
     connect_timeout,
     database_address,
     diagnose,
     is_connection_failure,
     server_said,
 )
+from receiver.config import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -78,3 +80,37 @@ def test_the_server_says_one_line_without_fatal():
 )
 def test_a_connection_failure_is_told_from_a_failed_statement(error, failure):
     assert is_connection_failure(error) is failure
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://user:p@ss@db.example/receiver",  # libpq: host "ss@db.example"
+        "postgresql://user:pa/ss@db.example/receiver",  # libpq: port "pa", the rest a path
+        "postgres://user:p@ss:w@rd@db.example:5432/receiver",
+    ],
+)
+def test_a_password_with_a_raw_at_or_slash_is_refused_without_showing_it(url):
+    with pytest.raises(CommandError) as refused:
+        database_address(url)
+    message = str(refused.value)
+    assert not any(secret in message for secret in ("p@ss", "pa/ss", "ss@db", "w@rd"))
+    assert "percent-encoded" in message
+
+
+def test_an_encoded_password_and_an_at_in_the_query_are_fine():
+    assert database_address("postgresql://u:p%40ss@db/r") == "db:5432/r"
+    assert database_address("postgresql://db/r?user=me@example.com") == "db:5432/r"
+
+
+def test_the_commands_use_the_maintenance_url_and_refuse_a_transaction_pooler_alone():
+    direct = "postgresql://owner@db:5432/receiver"
+    pooled = {"DATABASE_URL": "postgresql://web@pgbouncer:6432/receiver"}
+    assert command_database(pooled) == (pooled["DATABASE_URL"], "DATABASE_URL")
+    with_direct = {**pooled, "RECEIVER_MAINTENANCE_DATABASE_URL": direct}
+    assert command_database(with_direct) == (direct, "RECEIVER_MAINTENANCE_DATABASE_URL")
+    behind_pooler = {**pooled, "RECEIVER_DATABASE_POOLER": "transaction"}
+    with pytest.raises(ConfigError, match="set RECEIVER_MAINTENANCE_DATABASE_URL"):
+        command_database(behind_pooler)
+    both = {**behind_pooler, "RECEIVER_MAINTENANCE_DATABASE_URL": direct}
+    assert command_database(both)[0] == direct

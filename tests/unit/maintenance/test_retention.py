@@ -15,7 +15,9 @@ def test_durations(text, days):
     assert retention.parse_duration(text) == timedelta(days=days)
 
 
-@pytest.mark.parametrize("text", ["", "400", "d", "-5d", "1.5y", "400 days"])
+@pytest.mark.parametrize(
+    "text", ["", "400", "d", "-5d", "1.5y", "400 days", "20000\tm", "20000\xa0m", "\u0662\u0660m"]
+)
 def test_a_malformed_duration_is_refused(text):
     with pytest.raises(retention.RetentionError):
         retention.parse_duration(text)
