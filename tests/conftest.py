@@ -56,6 +56,10 @@ def pytest_collection_modifyitems(items):
         item.add_marker(kind)
         if kind == "system":
             item.add_marker("slow")
+        if "server_url" not in item.fixturenames:
+            # Never on the server TEST_DATABASE_URL names (its own cluster, or no database at
+            # all): the same run whatever that says, so CI's second pass leaves it out.
+            item.add_marker("any_server")
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -23,7 +23,7 @@ STATEMENT_TIMEOUT_MS = 1000
 
 @pytest.fixture
 def pgbouncer(database_url):
-    reason = PgBouncer.missing()
+    reason = PgBouncer.missing(database_url)
     if reason:
         pytest.skip(reason)
     bouncer = PgBouncer(database_url, pool_mode="transaction", pool_size=SERVER_CONNECTIONS)
