@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format bench bench-instructions bench-growth bench-feed reliability
+.PHONY: run test lint format docs docs-serve bench bench-instructions bench-growth bench-feed reliability
 
 $(VENV)/bin/receiver:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e .
@@ -28,6 +28,18 @@ lint: $(VENV)/bin/ruff
 format: $(VENV)/bin/ruff
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The documentation (mkdocs.yml, docs/): mkdocs comes with the `test` extra. --strict fails on a
+# broken link or anchor, a page missing from the nav, or a nav entry without its page
+# (tests/system/test_docs.py runs the same build). docs-serve: http://127.0.0.1:8001/.
+$(VENV)/bin/mkdocs:
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -e '.[test]'
+
+docs: $(VENV)/bin/mkdocs
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(VENV)/bin/mkdocs
+	$(VENV)/bin/mkdocs serve --strict
 
 # The FastAPI peer of `make bench` (bench/peer_fastapi.py), never a dependency of the receiver.
 $(VENV)/bin/uvicorn:

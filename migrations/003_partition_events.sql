@@ -58,7 +58,7 @@ COMMENT ON TABLE events IS 'One row per Campaign webhook event, stored exactly o
 COMMENT ON COLUMN events.event_key IS 'Campaign''s event id, or sha256:<hex> of the canonical event when it has none';
 COMMENT ON COLUMN events.payload IS 'The event as received, including fields without a column';
 
--- Only the indexes the reports need (each one costs every insert; BENCHMARKS.md prices them):
+-- Only the indexes the reports need (each one costs every insert; docs/benchmarks.md prices them):
 -- per mailing (summary, links, devices), per recipient (status, history), and by arrival.
 CREATE INDEX events_mailing ON events (client_id, mailing_id, type);
 CREATE INDEX events_recipient ON events (client_id, recipient_id);

@@ -1,6 +1,6 @@
 -- 004: reporting. The status of every recipient (a table, kept current by the batch insert
 -- itself: receiver/storage/events.py), and views for campaign reporting and dispatch
--- monitoring over `events`. README "Reporting" documents every column.
+-- monitoring over `events`. docs/reporting.md documents every column.
 --
 -- Events arrive out of order and more than once, so a status is decided by the events' own
 -- time (created_at), never by arrival: the latest status-changing event by created_at wins;
@@ -111,7 +111,7 @@ COMMENT ON VIEW mailing_summary IS 'One row per (client_id, mailing_id): the fun
 -- GROUP BY (a subquery in the filter would not be, and would aggregate the whole client).
 CREATE FUNCTION mailing_summaries(p_client_id bigint, p_from timestamptz, p_to timestamptz)
 RETURNS SETOF mailing_summary LANGUAGE plpgsql STABLE
--- JIT compiled this aggregate for 5.5 s of its 11 s on 20M events (BENCHMARKS.md: Reporting).
+-- JIT compiled this aggregate for 5.5 s of its 11 s on 20M events (docs/benchmarks.md: Reporting).
 SET jit = off AS $$
 DECLARE
     mailings bigint[] := ARRAY(

@@ -1,4 +1,4 @@
--- 005: a faster mailing_summaries(), same answers (BENCHMARKS.md: Reporting).
+-- 005: a faster mailing_summaries(), same answers (docs/benchmarks.md: Reporting).
 --
 -- 004 took 5.5 s for a month of a busy client (42 mailings, 2.1M events) on 20M events. Its time
 -- went to: finding the mailings (a DISTINCT over the month's 1.4M `sent` rows, each fetched from

@@ -1,4 +1,4 @@
--- 006: mailing_summary from counts kept at ingest, not from the events (BENCHMARKS.md: Reporting).
+-- 006: mailing_summary from counts kept at ingest, not from the events (docs/benchmarks.md: Reporting).
 --
 -- 005 still read every event of every mailing asked for: 2.1M rows for a busy client's month,
 -- 2.07 s on 20M events, over the 2 s the report must take. The figures are counts, and counts

@@ -17,7 +17,7 @@ COMMENT ON COLUMN events.xid IS 'The transaction that stored the event: its posi
 
 -- The feed reads in xid order from its cursor: a btree, because a reader far behind must find
 -- its place without scanning everything after it. xid only grows, so each insert lands at the
--- index's right-hand edge, like a serial key (BENCHMARKS.md prices it). Partial: rows stored
+-- index's right-hand edge, like a serial key (docs/benchmarks.md prices it). Partial: rows stored
 -- before 008 have no position and cost no index entry.
 CREATE INDEX events_xid ON events (xid) WHERE xid IS NOT NULL;
 

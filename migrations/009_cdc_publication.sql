@@ -1,6 +1,6 @@
 -- 009: the publication `receiver`, for change data capture (Debezium, Fivetran, Airbyte,
 -- Datastream, or a PostgreSQL subscriber): `events`, `recipient_status` and `status_changes` as
--- they change, inserts and updates only. README "Change data capture" says how to connect.
+-- they change, inserts and updates only. docs/cdc.md says how to connect.
 --
 -- A migration rather than a command an operator runs:
 -- * it costs nothing until someone subscribes: a publication is a catalog entry, read only by

@@ -24,7 +24,9 @@ PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERT_TESTS = PROMETHEUS_DIR / "alerts.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "receiver-dashboard.json"
-README = ROOT / "README.md"
+# The pages that document the deploy files' settings and metrics (docs/, built by mkdocs.yml).
+CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"
+MONITORING_PAGE = ROOT / "docs" / "monitoring.md"
 
 # Where the unit expects the checkout; the tests substitute this checkout and this virtualenv.
 UNIT_HOME = "/opt/receiver"

@@ -336,7 +336,7 @@ def body_of_size(size):
 @needs_nginx
 @needs_openssl
 def test_nginx_terminates_tls_and_forwards_the_client_address(database_url, tmp_path):
-    """The shipped site in front of gunicorn, set up as the README says (one trusted proxy, an
+    """The shipped site in front of gunicorn, set up as the docs say (one trusted proxy, an
     allow-list). Loopback has many addresses: 127.0.0.5 plays Campaign, 127.0.0.1 a stranger
     (on this host, so inside the private allow-lists of /metrics and /readyz), 127.0.0.9 a
     client that reaches gunicorn without nginx. nginx connects to gunicorn from 127.0.0.1, the

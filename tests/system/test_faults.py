@@ -5,7 +5,7 @@ or more workers and real PostgreSQL, injects one fault mid-run, and ends with an
 no event lost, none stored twice, no 500, and 503 (not a hang) while the database is away.
 
 `pytest -m fault` runs only this suite; FAULT_PROFILE=long sends 100,000 events per test;
-FAULT_REPORT=path appends one JSON line per test (RELIABILITY.md is built from it).
+FAULT_REPORT=path appends one JSON line per test (docs/reliability.md is built from it).
 """
 
 import json

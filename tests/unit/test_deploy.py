@@ -1,6 +1,6 @@
 """The deploy/ folder's files checked against the package, without running anything: the Grafana
 dashboard and the alerts use only exported metrics, the nginx site, the systemd unit and its
-environment file match the receiver's settings, the README lists every metric.
+environment file match the receiver's settings, the docs list every metric and setting.
 
 The same files run for real (promtool, Prometheus, nginx, systemd-analyze, gunicorn with TLS):
 tests/system/test_deploy.py.
@@ -17,12 +17,13 @@ from support import ROOT
 from support.deploy import (
     ALERT_TESTS,
     ALERTS,
+    CONFIGURATION_PAGE,
     DASHBOARD,
     ENV_EXAMPLE,
     GUNICORN_CONF,
+    MONITORING_PAGE,
     NGINX_SITE,
     PROMETHEUS_CONFIG,
-    README,
     alert_rules,
     env_file,
     exported_series,
@@ -338,32 +339,27 @@ def test_env_example_documents_every_setting_with_valid_values():
     assert "PORT" not in example  # it would bind 0.0.0.0, beside nginx instead of behind it
 
 
-# --- README -----------------------------------------------------------------------------------
+# --- docs/ ------------------------------------------------------------------------------------
 
 
-def test_readme_operations_lists_every_metric():
-    text = README.read_text()
-    assert "## Operations" in text
-    assert text.index("## Operations") < text.index("## Development")
-    section = text[text.index("## Operations") : text.index("## Development")]
+def test_monitoring_page_lists_every_metric():
+    text = MONITORING_PAGE.read_text()
+    assert "\n## Metrics\n" in text
+    section = text[text.index("\n## Metrics\n") :]
     listed = set(re.findall(r"^\| `(receiver_\w+)`", section, flags=re.MULTILINE))
     families = {}
     for series, family in exported_series().items():
         families.setdefault(family, set()).add(series)
     for family, series in families.items():
-        assert listed & (series | {family}), f"README Operations does not list {family}"
+        assert listed & (series | {family}), f"docs/monitoring.md's Metrics does not list {family}"
     assert listed <= set(exported_series()) | set(families), listed
 
 
-# Settings the README documents in a section of their own rather than in the table.
-DOCUMENTED_ELSEWHERE = {"RECEIVER_RETENTION"}
-
-
-def readme_configuration_rows():
-    """{variable: default cell} of the README's configuration table."""
-    text = README.read_text()
-    section = text[text.index("## Configuration") :]
-    section = section[: section.index("\n## ")]
+def configuration_rows():
+    """{variable: default cell} of docs/configuration.md's table of settings."""
+    text = CONFIGURATION_PAGE.read_text()
+    section = text[text.index("| variable | default | meaning |") :]
+    section = section[: section.index("\n\n")]
     rows = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -373,13 +369,10 @@ def readme_configuration_rows():
     return rows
 
 
-def test_readme_configuration_table_has_every_setting_with_its_default():
-    rows = readme_configuration_rows()
+def test_configuration_table_has_every_setting_with_its_default():
+    rows = configuration_rows()
     for name, (_, default) in receiver_config.SETTINGS.items():
-        if name in DOCUMENTED_ELSEWHERE:
-            assert name in README.read_text(), name
-            continue
-        assert name in rows, f"README's configuration table lacks {name}"
+        assert name in rows, f"docs/configuration.md's table lacks {name}"
         if default is not None:
             assert rows[name] == (f"`{default}`" if default else ""), name
 

@@ -1,4 +1,4 @@
-"""POST /webhook, row by row of the status table in the README (against real PostgreSQL)."""
+"""POST /webhook, row by row of the answers table in docs/answers.md (against real PostgreSQL)."""
 
 import json
 import time

@@ -33,7 +33,7 @@ def pgbouncer(database_url):
 
 def give_role_the_settings(database_url, statement_timeout_ms):
     """`ALTER ROLE ... IN DATABASE ... SET` each session setting PgBouncer cannot carry, as the
-    README says (here for the test database only: its settings go with it)."""
+    docs/scaling.md says (here for the test database only: its settings go with it)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         role, database = conn.execute("SELECT current_user, current_database()").fetchone()
         for name, value in db.session_settings(statement_timeout_ms).items():
