@@ -16,7 +16,7 @@ except metadata.PackageNotFoundError:  # imported from a source tree that was ne
 def create_app(config=None) -> Flask:
     """Wire the app together; the configuration is read from the environment if not given."""
     # Imported here, not at the top: `import receiver.x` (gunicorn's master importing
-    # receiver.metricfiles, the CLI) must not load the app and declare its metrics.
+    # receiver.observability.metricfiles, the CLI) must not load the app and declare its metrics.
     from .config import load_config
     from .observability import metrics
     from .storage import db

@@ -29,8 +29,8 @@ class KeyAuth:
     value: str
 
 
-def _networks(*texts):
-    return tuple(ipaddress.ip_network(text) for text in texts)
+def _networks(text):
+    return tuple(ipaddress.ip_network(item) for item in text.split())
 
 
 # Where the shipped nginx site runs: this host. Its connections to gunicorn come from loopback.
@@ -43,62 +43,8 @@ DEFAULT_METRICS_ALLOWED_IPS = "127.0.0.0/8 ::1"
 PRIVATE_NETWORKS = "10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7"
 
 
-@dataclass(frozen=True)
-class Config:
-    database_url: str
-    basic_auth: tuple[tuple[str, str], ...] = ()
-    key_auth: tuple[KeyAuth, ...] = ()
-    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    trusted_proxies: int = 0
-    trusted_proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _networks(
-        *DEFAULT_TRUSTED_PROXY_IPS.split()
-    )
-    metrics_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _networks(
-        *DEFAULT_METRICS_ALLOWED_IPS.split()
-    )
-    max_batch: int = 100
-    max_body_bytes: int = 4 * 1024 * 1024
-    pool_min_size: int = 1
-    pool_max_size: int = 4
-    pool_timeout: float = 1.5
-    statement_timeout_ms: int = 5000
-    database_deadline_ms: int = 5500
-    connect_timeout: int = 2
-    body_timeout: float = 1.5
-    retry_after_seconds: int = 10
-    log_level: str = "INFO"
-    # The change feed over HTTP (receiver.web.feed): its readers' own Basic Auth pairs, how many
-    # of its requests each worker serves at once, and how many of those may long-poll.
-    feed_basic_auth: tuple[tuple[str, str], ...] = ()
-    feed_max_requests: int = 2
-    feed_max_waiting: int = 2
-    # "" (a direct connection, or a pooler in session mode) or "transaction" (PgBouncer and the
-    # like in transaction mode): receiver.storage.db.make_pool.
-    database_pooler: str = ""
-    # RECEIVER_MAINTENANCE_DATABASE_URL ("": none given); see `upkeep_database_url`.
-    maintenance_database_url: str = ""
-    # Client ids that always get their per-client metric series (receiver.observability.metrics).
-    metrics_client_ids: frozenset[int] = frozenset()
-
-    @property
-    def upkeep_database_url(self) -> str | None:
-        """Where the workers' own upkeep connects (receiver.maintenance.background): PostgreSQL
-        itself; None when it is off (a transaction pooler, and no direct URL given)."""
-        if self.maintenance_database_url:
-            return self.maintenance_database_url
-        return None if self.database_pooler == "transaction" else self.database_url
-
-    @property
-    def has_credentials(self) -> bool:
-        return bool(self.basic_auth or self.key_auth)
-
-    @property
-    def feed_enabled(self) -> bool:
-        """The feed answers only once it has readers: closed by default (404)."""
-        return bool(self.feed_basic_auth)
-
-
-# name: (help text, default). The README's configuration table is this dictionary.
+# name: (help text, default): the one place of each default, as the environment would spell it.
+# docs/configuration.md's table is this dictionary; Config's field defaults are these, parsed.
 SETTINGS = {
     "DATABASE_URL": ("PostgreSQL connection string (libpq URI or key=value).", None),
     "RECEIVER_BASIC_AUTH": (
@@ -243,6 +189,66 @@ SETTINGS = {
     ),
     "LOG_LEVEL": ("Python logging level of the receiver's logs.", "INFO"),
 }
+
+
+def _default(name, parse=str):
+    """The default of setting `name` (SETTINGS), parsed as load_config parses its value."""
+    return parse(SETTINGS[name][1])
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    basic_auth: tuple[tuple[str, str], ...] = ()
+    key_auth: tuple[KeyAuth, ...] = ()
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    trusted_proxies: int = _default("RECEIVER_TRUSTED_PROXIES", int)
+    trusted_proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _default(
+        "RECEIVER_TRUSTED_PROXY_IPS", _networks
+    )
+    metrics_allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _default(
+        "RECEIVER_METRICS_ALLOWED_IPS", _networks
+    )
+    max_batch: int = _default("RECEIVER_MAX_BATCH", int)
+    max_body_bytes: int = _default("RECEIVER_MAX_BODY_BYTES", int)
+    pool_min_size: int = _default("RECEIVER_POOL_MIN_SIZE", int)
+    pool_max_size: int = _default("RECEIVER_POOL_MAX_SIZE", int)
+    pool_timeout: float = _default("RECEIVER_POOL_TIMEOUT", float)
+    statement_timeout_ms: int = _default("RECEIVER_STATEMENT_TIMEOUT_MS", int)
+    database_deadline_ms: int = _default("RECEIVER_DATABASE_DEADLINE_MS", int)
+    connect_timeout: int = _default("RECEIVER_CONNECT_TIMEOUT", int)
+    body_timeout: float = _default("RECEIVER_BODY_TIMEOUT", float)
+    retry_after_seconds: int = _default("RECEIVER_RETRY_AFTER", int)
+    log_level: str = _default("LOG_LEVEL")
+    # The change feed over HTTP (receiver.web.feed): its readers' own Basic Auth pairs, how many
+    # of its requests each worker serves at once, and how many of those may long-poll.
+    feed_basic_auth: tuple[tuple[str, str], ...] = ()
+    feed_max_requests: int = _default("RECEIVER_FEED_MAX_REQUESTS", int)
+    feed_max_waiting: int = _default("RECEIVER_FEED_MAX_WAITING", int)
+    # "" (a direct connection, or a pooler in session mode) or "transaction" (PgBouncer and the
+    # like in transaction mode): receiver.storage.db.make_pool.
+    database_pooler: str = ""
+    # RECEIVER_MAINTENANCE_DATABASE_URL ("": none given); see `upkeep_database_url`.
+    maintenance_database_url: str = ""
+    # Client ids that always get their per-client metric series (receiver.observability.metrics).
+    metrics_client_ids: frozenset[int] = frozenset()
+
+    @property
+    def upkeep_database_url(self) -> str | None:
+        """Where the workers' own upkeep connects (receiver.maintenance.background): PostgreSQL
+        itself; None when it is off (a transaction pooler, and no direct URL given)."""
+        if self.maintenance_database_url:
+            return self.maintenance_database_url
+        return None if self.database_pooler == "transaction" else self.database_url
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.basic_auth or self.key_auth)
+
+    @property
+    def feed_enabled(self) -> bool:
+        """The feed answers only once it has readers: closed by default (404)."""
+        return bool(self.feed_basic_auth)
 
 
 def load_config(environ=None) -> Config:

@@ -31,18 +31,17 @@ from http import HTTPStatus
 
 import requests
 
-# The clientId of simulated traffic (README: Trying a deployment). Campaign's client ids are
+from .campaign import EVENT_TYPES
+
+# The clientId of simulated traffic (docs/operations.md: simulate). Campaign's client ids are
 # 11 digits; twelve nines is none of them, and plainly made up in a report or a metric.
 SIMULATED_CLIENT_ID = 999_999_999_999
 
-DOCUMENTED_TYPES = (
-    "open", "click", "sent", "bounce", "unsubscribe", "spamcomplaint", "singleoptin",
-    "confirmedoptin", "doubleoptin", "blocklist", "archive", "filteredbyblocklist",
-)  # fmt: skip
-# Events about a recipient's subscription rather than a mailing's funnel, a few per hundred.
-SUBSCRIPTION_TYPES = (
-    "singleoptin", "confirmedoptin", "doubleoptin", "blocklist", "archive", "filteredbyblocklist",
-)  # fmt: skip
+DOCUMENTED_TYPES = EVENT_TYPES
+# A mailing's funnel (made by mailing_events); every other type is about a recipient's
+# subscription, a few per hundred events.
+FUNNEL_TYPES = ("sent", "open", "click", "bounce", "unsubscribe", "spamcomplaint")
+SUBSCRIPTION_TYPES = tuple(kind for kind in EVENT_TYPES if kind not in FUNNEL_TYPES)
 SUBSCRIPTION_SHARE = 0.03
 # The funnel of a mailing, as shares: of the recipients sent it, of the delivered, of openers.
 BOUNCE_RATE = 0.02
@@ -374,8 +373,10 @@ def verify(plan, database_url) -> Verification:
     """Compare the plan's events with the rows of the run: its mailings, its mail ids."""
     import psycopg
 
+    from .storage import events
+
     with psycopg.connect(database_url, connect_timeout=10) as conn:
-        stored = dict(conn.execute(RUN_ROWS, run_parameters(plan)).fetchall())
+        stored = events.rows_by_mail_id(conn, plan.client_id, plan.mailing_ids, plan.run)
     expected = set(plan.mail_ids)
     return Verification(
         expected=len(expected),
@@ -384,20 +385,6 @@ def verify(plan, database_url) -> Verification:
         extra=len(stored.keys() - expected),
         duplicated=sum(1 for n in stored.values() if n > 1),
     )
-
-
-# The run's rows by mail id: the mailing ids find them through events_mailing (client_id,
-# mailing_id, type), whatever else the client has; the tag keeps out any other run's rows.
-RUN_ROWS = """
-SELECT mail_id, count(*) FROM events
-WHERE client_id = %(client)s AND mailing_id = ANY(%(mailings)s) AND mail_id LIKE %(tagged)s
-GROUP BY mail_id
-"""
-
-
-def run_parameters(plan) -> dict:
-    """RUN_ROWS's parameters for the plan's run."""
-    return {"client": plan.client_id, "mailings": plan.mailing_ids, "tagged": f"{plan.run}-%"}
 
 
 def percentile(values, fraction):

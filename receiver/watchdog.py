@@ -66,7 +66,8 @@ class Watchdog:
             heapq.heappush(self._heap, (alarm.when, next(self._order), alarm))
             # Wake the thread only when this alarm is now the earliest: otherwise it already
             # sleeps until an earlier deadline and finds this one then. (Waking it on every arm
-            # cost a thread switch and a GIL hand-off, three times a batch: 5% of a worker.)
+            # cost a thread switch and a GIL hand-off, three times a batch: a share of a
+            # worker's CPU worth saving; docs/benchmarks-history.md: #13, second session.)
             if self._heap[0][2] is alarm:
                 self._cond.notify()
         return alarm

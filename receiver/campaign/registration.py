@@ -19,18 +19,14 @@ from .. import config as receiver_config
 from ..config import ConfigError
 from ..storage import campaign as storage
 from ..storage import db
+from . import EVENT_TYPES, LISTED_AS
 from .client import CampaignError
 
-# The documented types, as a create or update names them. Campaign lists `archive` back as
-# `archived` (and the list has grown over the years: any other name is passed through).
-TYPES = (
-    "open", "click", "sent", "bounce", "unsubscribe", "spamcomplaint", "singleoptin",
-    "confirmedoptin", "doubleoptin", "blocklist", "archive", "filteredbyblocklist",
-)  # fmt: skip
-LISTED_AS = {"archive": "archived"}
+# The documented types, as a create or update names them (any other name is passed through).
+TYPES = EVENT_TYPES
 REQUESTED_AS = {listed: requested for requested, listed in LISTED_AS.items()}
 BODY_PREVIEW = 200  # characters of the target's answer kept from a verify
-# What the receiver's answer to a verify means, for the statuses it gives (README's table).
+# What the receiver's answer to a verify means, for the statuses it gives (docs/answers.md's table).
 TARGET_ANSWERS = {
     401: "the receiver refused the credentials registered with the webhook (401): the "
     "receiver at that URL runs with other RECEIVER_BASIC_AUTH/RECEIVER_KEY_AUTH than this "

@@ -182,9 +182,9 @@ def refuse(message) -> int:
 
 
 def connection():
-    conn = db.connect(common.database_url(), "receiver export")
-    conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-    return conn
+    return db.connect(
+        common.database_url(), "receiver export", statement_timeout_ms=STATEMENT_TIMEOUT_MS
+    )
 
 
 def register(group_):

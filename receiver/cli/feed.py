@@ -89,9 +89,8 @@ def _run(read, tie, after, client, limit, fmt, next_cursor_file) -> int:
         raise ConfigError(f"--after: {error}") from None
     printed, header = 0, fmt == "csv"
     try:
-        with db.connect(common.database_url(), "receiver feed") as conn:
-            conn.autocommit = True
-            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        url = common.database_url()
+        with db.connect(url, "receiver feed", statement_timeout_ms=STATEMENT_TIMEOUT_MS) as conn:
             while True:
                 size = PAGE if limit is None else min(PAGE, limit - printed)
                 page = _read(read, conn, cursor, size, client)

@@ -1,4 +1,4 @@
-"""`receiver psql`: an interactive psql on the receiver's database, for the README's SQL."""
+"""`receiver psql`: an interactive psql on the receiver's database, for the docs' SQL."""
 
 import os
 import shutil

@@ -197,10 +197,11 @@ def _run(fmt, work) -> int:
     """Run `work(conn)` on a fresh connection and print its report; 1 on a database error or
     if what it reports on does not exist."""
     try:
-        with db.connect(common.database_url(), "receiver report") as conn:
-            conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            # JIT spends seconds compiling aggregates that run in milliseconds to seconds.
-            conn.execute("SET jit = off")
+        url = common.database_url()
+        # JIT off: it spends seconds compiling aggregates that run in milliseconds to seconds.
+        with db.connect(
+            url, "receiver report", statement_timeout_ms=STATEMENT_TIMEOUT_MS, jit=False
+        ) as conn:
             # color=True: written as rendered. Tables escape control characters themselves;
             # click's stripping of ANSI codes when piped would silently alter CSV values.
             # A report's CSV is opened in spreadsheets: formulas from payloads neutralised.

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")  # Parquet TIMESTAMP(MICROS, isAdjustedToUTC=true)
 
-# (name, Arrow type, meaning): README's columns table says the same.
+# (name, Arrow type, meaning): docs/export.md's columns table says the same.
 COLUMNS = (
     ("xid", pa.int64(), "the storing transaction: the event's feed position (null before 008)"),
     ("client_id", pa.int64(), "clientId"),

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, missing
 
+from ..campaign import EVENT_TYPES, LISTED_AS
 from . import jsoncodec
 
 BIGINT_MAX = 2**63 - 1
@@ -144,9 +145,10 @@ class EventSchema(Schema):
 
     The text columns users filter on (recipient, device, link, bounce category, ...) are not
     validated here: PostgreSQL takes them from `payload` in the batch statement
-    (receiver.storage.events.EXTRACTED_COLUMNS), in C, where marshmallow's bookkeeping cost
-    ~2.5 us per field of every event. What PostgreSQL refuses there (a `thresholdExceeded` that
-    is no boolean, a value too long for an index) is quarantined by the per-event fallback."""
+    (receiver.storage.events.EXTRACTED_COLUMNS), in C, sparing marshmallow's bookkeeping for
+    each of those fields of every event (docs/benchmarks-history.md: #13, third session). What
+    PostgreSQL refuses there (a `thresholdExceeded` that is no boolean, a value too long for an
+    index) is quarantined by the per-event fallback."""
 
     class Meta:
         unknown = EXCLUDE
@@ -163,21 +165,8 @@ class EventSchema(Schema):
 # Every documented type (the bounded label values of the per-type metrics). They share one
 # schema, so a batch is one marshmallow call (BATCH_SCHEMA below), whatever its mix of types; their
 # other fields are kept in `payload` all the same.
-DOCUMENTED_TYPES = (
-    "open",
-    "click",
-    "bounce",
-    "sent",
-    "unsubscribe",
-    "spamcomplaint",
-    "singleoptin",
-    "confirmedoptin",
-    "doubleoptin",
-    "blocklist",
-    "archive",  # the type's name when the webhook is created...
-    "archived",  # ...and when it is listed back
-    "filteredbyblocklist",
-)
+# `archive` is the type's name when the webhook is created, `archived` when it is listed back.
+DOCUMENTED_TYPES = (*EVENT_TYPES, *LISTED_AS.values())
 GENERIC_SCHEMA = EventSchema()
 SCHEMAS = dict.fromkeys(DOCUMENTED_TYPES, GENERIC_SCHEMA)
 
@@ -187,11 +176,12 @@ class Column(fields.Field):
 
     The same field object as EventSchema's, so the same rules (required, allow_none and the
     field's own check); what this saves is marshmallow's per-field-per-event bookkeeping
-    (getter closure, `_call_and_store`, error store: ~1.9 us a field, 700 times a batch), which
-    the profile of a worker under load showed as a third of its CPU. A column the field accepts
-    whole (`accepts_all`: the usual batch) costs a few C calls; any other is checked value by
-    value, and the first invalid value raises (the batch is then validated event by event with
-    EventSchema, for the reasons). Absent values come out as None."""
+    (getter closure, `_call_and_store`, error store, 700 times a batch), which the profile of a
+    worker under load showed as the largest share of its CPU (docs/benchmarks-history.md: #13,
+    second session, "What the profile showed"). A column the field accepts whole (`accepts_all`: the
+    usual batch) costs a few C calls; any other is checked value by value, and the first invalid
+    value raises (the batch is then validated event by event with EventSchema, for the
+    reasons). Absent values come out as None."""
 
     def __init__(self, field, **kwargs):
         super().__init__(required=True, **kwargs)

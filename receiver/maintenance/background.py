@@ -6,26 +6,12 @@ import logging
 import threading
 
 from ..observability import metrics
-from ..storage import db
+from ..storage import db, replication
 from . import tasks
 
 INTERVAL_SECONDS = 3600
 SLOTS_INTERVAL_SECONDS = 60
 logger = logging.getLogger("receiver.maintenance")
-
-# The WAL each replication slot holds back (a CDC connector's, a standby's): what an abandoned
-# slot piles up until the disk is full. Readable by any role; on a standby, measured against
-# the WAL received. A slot whose WAL was already removed (max_slot_wal_keep_size) has no
-# restart_lsn and keeps nothing.
-SLOTS_RETAINED = """
-SELECT slot_name::text,
-       coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
-                                     ELSE pg_current_wal_lsn() END, restart_lsn), 0)::bigint
-FROM pg_replication_slots
-WHERE restart_lsn IS NOT NULL
-"""
-# (coalesce: a standby that receives no WAL, e.g. restoring from an archive, has no receive
-# position; its slots then read 0 rather than a null the gauge cannot take.)
 
 
 def start(config, interval=INTERVAL_SECONDS, slots_interval=SLOTS_INTERVAL_SECONDS):
@@ -77,7 +63,7 @@ def sample_slots_quietly(connect, failing=False) -> bool:
     (for background use). Whether this one failed."""
     try:
         with connect() as conn:
-            retained = dict(conn.execute(SLOTS_RETAINED).fetchall())
+            retained = replication.retained_by_slot(conn)
         metrics.observe_replication_slots(retained)
     except Exception:  # the database is down or busy: /metrics keeps the last sample
         if not failing:

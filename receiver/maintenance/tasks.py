@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from ..storage import deliveries, mailing_counts, partitions
+from ..storage import db, deliveries, mailing_counts, partitions
 from . import retention
 
 logger = logging.getLogger("receiver.maintenance")
@@ -55,9 +55,6 @@ def maintain(conn, keep=None, now=None, keep_month=None) -> MaintenanceReport:
     report = MaintenanceReport()
     if keep is not None:
         retention.horizon_for(keep, now)  # refuse a bad retention before touching anything
-    if not conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,)).fetchone()[0]:
-        report.skipped = True
-        return report
     steps = [
         ("partitions", "created", lambda: partitions.ensure_months(conn, now)),
         ("stray events", "split", lambda: split_default(conn, keep, now, report.failed)),
@@ -69,11 +66,12 @@ def maintain(conn, keep=None, now=None, keep_month=None) -> MaintenanceReport:
         steps.append(
             ("retention", "pruned", lambda: retention.prune(conn, keep, now, keep_month=keep_month))
         )
-    try:
+    with db.session_lock_if_free(conn, MAINTENANCE_LOCK_ID) as held:
+        if not held:
+            report.skipped = True
+            return report
         for step, attribute, work in steps:
             run_step(conn, report, step, lambda a=attribute, w=work: setattr(report, a, w()))
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_ID,))
     return report
 
 
@@ -132,16 +130,12 @@ def ensure_ahead_quietly(connect) -> None:
     """Make sure the coming months have partitions and expired delivery digests are gone; log,
     never raise (for background use)."""
     try:
-        with connect() as conn:
-            if conn.execute("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK_ID,)).fetchone()[
-                0
-            ]:
-                try:
-                    created = partitions.ensure_months(conn)
-                    expire_deliveries(conn)
-                finally:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTENANCE_LOCK_ID,))
-                if created:
-                    logger.info("partitions created", extra={"fields": {"created": created}})
+        created = []
+        with connect() as conn, db.session_lock_if_free(conn, MAINTENANCE_LOCK_ID) as held:
+            if held:
+                created = partitions.ensure_months(conn)
+                expire_deliveries(conn)
+        if created:
+            logger.info("partitions created", extra={"fields": {"created": created}})
     except Exception:  # the next round tries again; events are safe in events_default meanwhile
         logger.warning("could not check the coming months' partitions", exc_info=True)

@@ -1,7 +1,8 @@
 """Prometheus multiprocess files: reading them for a scrape, folding in dead workers' files.
 
-Kept apart from `receiver.metrics`, which declares the metrics: gunicorn's master imports this
-module in its child_exit hook, and declaring metrics there would give the master files too.
+Kept apart from `receiver.observability.metrics`, which declares the metrics: gunicorn's master
+imports this module in its child_exit hook, and declaring metrics there would give the master
+files too.
 """
 
 import os

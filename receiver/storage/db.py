@@ -19,6 +19,7 @@ whichever ends first.
 import logging
 import threading
 import time
+from contextlib import contextmanager
 
 import psycopg
 import psycopg.sql
@@ -27,6 +28,7 @@ from flask import current_app
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool.base import AttemptWithBackoff
 
+from ..config import Config
 from ..watchdog import WATCHDOG
 
 logger = logging.getLogger("receiver.db")
@@ -64,7 +66,7 @@ UTC_SESSION = "SET TimeZone = 'UTC'"
 
 
 # RECEIVER_DATABASE_DEADLINE_MS's default, for a pool that was not made by `make_pool`.
-DEFAULT_DEADLINE_SECONDS = 5.5
+DEFAULT_DEADLINE_SECONDS = Config.database_deadline_ms / 1000
 
 
 class DatabaseUnavailable(Exception):
@@ -163,7 +165,7 @@ def make_pool(config, name="receiver", size=None) -> ReceiverPool:
     most that many connections, opened only when needed (else the configured sizes)."""
     deadline = config.database_deadline_ms / 1000
     min_size, max_size = (0, size) if size else (config.pool_min_size, config.pool_max_size)
-    # Autocommit: a batch's single INSERT is its own transaction (see storage.store_batch);
+    # Autocommit: a batch's single INSERT is its own transaction (see events.store_batch);
     # multi-statement work opens one explicitly with conn.transaction().
     kwargs = {**connection_kwargs(config), "autocommit": True}
     settings = session_settings(config.statement_timeout_ms)
@@ -356,7 +358,7 @@ def close_pool(app):
 
 
 def connect(
-    url, application_name, lock_timeout_ms=None, statement_timeout_ms=None
+    url, application_name, lock_timeout_ms=None, statement_timeout_ms=None, jit=None
 ) -> psycopg.Connection:
     """A connection of its own for a command (not the request path), in autocommit.
 
@@ -365,7 +367,8 @@ def connect(
     pool's TCP keepalives and tcp_user_timeout (unless `url` sets its own): a dead network path
     under `maintain --every` or the workers' hourly upkeep is noticed in seconds, where the
     kernel's defaults left it blocked for hours. `statement_timeout_ms` bounds each statement
-    on the server (None: the server's or role's own setting, as before)."""
+    on the server (None: the server's or role's own setting, as before); `jit` False turns
+    PostgreSQL's JIT off for the session (None: the server's own setting)."""
     given = conninfo_to_dict(url)
     defaults = {**TCP_DEFAULTS, "connect_timeout": 5}
     options = {key: value for key, value in defaults.items() if key not in given}
@@ -375,8 +378,21 @@ def connect(
         settings["lock_timeout"] = str(int(lock_timeout_ms))
     if statement_timeout_ms is not None:
         settings["statement_timeout"] = str(int(statement_timeout_ms))
+    if jit is not None:
+        settings["jit"] = "on" if jit else "off"
     set_settings(conn, settings)
     return conn
+
+
+@contextmanager
+def session_lock_if_free(conn, key):
+    """Hold session advisory lock `key` for the block if no one else does; yield whether held."""
+    held = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+    try:
+        yield held
+    finally:
+        if held:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def delete_in_batches(conn, statement, horizon, batch=10_000) -> int:

@@ -34,9 +34,9 @@ class Delivery(NamedTuple):
 
 def digest(body: bytes) -> bytes:
     """SHA-256 of the body as received: OpenSSL's, with the CPU's SHA instructions where it
-    has them (23 us for a batch of 100 here, where Python's BLAKE2b took 45). Rows written
-    with BLAKE2b before (migration 007's comment) simply match nothing: those re-deliveries
-    take the full path and are answered as duplicates all the same."""
+    has them, takes less time than Python's BLAKE2b (docs/benchmarks-history.md: #13, fourth
+    session). Rows written with BLAKE2b before (migration 007's comment) simply match nothing: those
+    re-deliveries take the full path and are answered as duplicates all the same."""
     return hashlib.sha256(body).digest()
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import orjson
 import psycopg
 
+from ..campaign import STATUS_TYPES
 from . import db, quarantine
 from .quarantine import Rejected
 
@@ -110,14 +111,15 @@ STORED_COLUMNS = (
 # inserted (a duplicate costs nothing), one per recipient (the batch's winner by the decision
 # order of migrations/004_reporting.sql), upserted where it beats the stored one. Rows go in by
 # (client_id, recipient_id), so concurrent batches lock them in one order and cannot deadlock.
-RECIPIENT_STATUS_STEPS = """
+# The status types go into the text as literals: constants of receiver.campaign, never input.
+STATUS_TYPES_SQL = ", ".join(f"'{kind}'" for kind in STATUS_TYPES)
+RECIPIENT_STATUS_STEPS = f"""
 , decided AS (
     SELECT DISTINCT ON (client_id, recipient_id)
            client_id, recipient_id, status, created_at, type, mailing_id, event_key,
            status_rank(status) AS rank, received_at
     FROM (SELECT *, event_status(type, category, threshold_exceeded) AS status FROM stored
-          WHERE type IN ('singleoptin', 'doubleoptin', 'confirmedoptin', 'unsubscribe', 'bounce',
-                         'spamcomplaint', 'blocklist', 'filteredbyblocklist')
+          WHERE type IN ({STATUS_TYPES_SQL})
             AND recipient_id IS NOT NULL) s
     WHERE status IS NOT NULL
     ORDER BY client_id, recipient_id, created_at DESC, status_rank(status) DESC,
@@ -133,7 +135,7 @@ RECIPIENT_STATUS_STEPS = """
         changed_at = EXCLUDED.changed_at
     WHERE (EXCLUDED.status_at, EXCLUDED.status_rank, EXCLUDED.status_event_key)
         > (old.status_at, old.status_rank, old.status_event_key)
-)"""
+)"""  # noqa: S608 (constants only)
 
 
 # The batch's body digest (receiver.storage.deliveries), recorded by the same statement: the
@@ -182,8 +184,14 @@ def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False):
 
 INSERT_EVENTS = insert_events_sql()
 INSERT_EVENTS_DELIVERED = insert_events_sql(delivery=True)
-# `receiver simulate --verify`: rows per mailId of one run's client, counted by content.
-COUNT_BY_MAIL_ID = "SELECT mail_id, count(*) FROM events WHERE client_id = %s GROUP BY mail_id"
+# `receiver simulate --verify`: a run's rows by mail id, counted by content. The mailing ids
+# find them through events_mailing (client_id, mailing_id, type), whatever else the client has;
+# the run's tag, in front of every mail id, keeps out any other run's rows.
+RUN_ROWS = """
+SELECT mail_id, count(*) FROM events
+WHERE client_id = %(client)s AND mailing_id = ANY(%(mailings)s) AND mail_id LIKE %(tagged)s
+GROUP BY mail_id
+"""
 
 
 @dataclass
@@ -290,9 +298,10 @@ def insert_events(conn, events) -> tuple[list, list]:
     return stored, refused
 
 
-def count_by_mail_id(conn, client_id) -> dict:
-    """{mail_id: rows} for one client (the simulator's verification)."""
-    return dict(conn.execute(COUNT_BY_MAIL_ID, (client_id,)).fetchall())
+def rows_by_mail_id(conn, client_id, mailing_ids, tag) -> dict:
+    """{mail_id: rows} of a simulated run: its client's mailings, mail ids that start `tag-`."""
+    params = {"client": client_id, "mailings": list(mailing_ids), "tagged": f"{tag}-%"}
+    return dict(conn.execute(RUN_ROWS, params).fetchall())
 
 
 def recordset(events) -> str:

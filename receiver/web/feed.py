@@ -120,7 +120,7 @@ STATUS_CHANGES = Feed(
     "status-changes", "changes", "id", feed.read_status_changes, answer_status_change
 )
 # The payload read as its JSON text: parsed into Python and written again, an integer beyond 64
-# bits (stored exactly, README) fails orjson, one beyond 4,300 digits fails the parse itself,
+# bits (exact, docs/answers.md) fails orjson, one beyond 4,300 digits fails the parse itself,
 # and that event would stop its readers for good.
 EVENTS = Feed("events", "events", "event", partial(feed.read_events, payload="text"), answer_event)
 

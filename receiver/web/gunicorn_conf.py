@@ -21,7 +21,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
 
 bind = f"0.0.0.0:{os.environ['PORT']}" if os.environ.get("PORT") else "127.0.0.1:8000"
-# Chosen by bench/run.py on 2 cores with PostgreSQL beside (BENCHMARKS.md): 2 gthread workers x 4
+# Chosen by bench/run.py on 2 cores, PostgreSQL beside (docs/benchmarks.md): 2 gthread workers x 4
 # threads beat 3x4, 4x2, 2x8 and 3 or 4 sync workers. Threads let a worker overlap one request's
 # database round trip with another's Python work; more processes only add contention. Match
 # RECEIVER_POOL_MAX_SIZE to the threads, so a thread never waits for a connection.
@@ -60,7 +60,8 @@ def on_starting(server):
             else:
                 os.remove(path)
     except OSError as error:
-        # Metrics are not worth refusing events for: the workers fall back (receiver.metrics).
+        # Metrics are not worth refusing events for: the workers fall back
+        # (receiver.observability.metrics).
         server.log.error("cannot prepare metrics directory %s: %s", directory, error)
 
 

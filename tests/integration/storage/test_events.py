@@ -8,6 +8,7 @@ import threading
 import psycopg_pool
 import pytest
 
+from receiver.campaign import EVENT_TYPES, LISTED_AS, STATUS_TYPES
 from receiver.ingest import schemas
 from receiver.observability import metrics
 from receiver.storage import events
@@ -102,3 +103,17 @@ def test_a_batch_reports_its_stored_events_by_type_client_and_lag_bucket(pool):
     assert sum(counts.values()) == 3 and total >= 0
     again = events.store_batch(pool, validated(*items), [])
     assert (again.stored, again.lag_buckets()) == (0, ({}, 0.0))
+
+
+def test_the_status_types_are_those_event_status_gives_a_status(query):
+    """The batch statement only asks event_status() (migrations/004) about STATUS_TYPES: every
+    other type, documented or not, must be one it gives no status to."""
+    kinds = sorted({*EVENT_TYPES, *LISTED_AS.values(), "newtype"})
+    # A hard bounce over the threshold: the most any type's event can say.
+    rows = query(
+        "SELECT kind FROM unnest(%s::text[]) kind "
+        "WHERE event_status(kind, 'hardbounce', true) IS NOT NULL ORDER BY kind",
+        (kinds,),
+    )
+
+    assert [kind for (kind,) in rows] == sorted(STATUS_TYPES)
