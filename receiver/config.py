@@ -30,7 +30,10 @@ class KeyAuth:
 
 
 def _networks(text):
-    return tuple(ipaddress.ip_network(item) for item in text.split())
+    """A default's networks, read as parse_networks reads a setting (defined further down,
+    after the Config that needs this at class creation)."""
+    items = text.replace(",", " ").split()
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
 
 
 # Where the shipped nginx site runs: this host. Its connections to gunicorn come from loopback.
@@ -164,6 +167,16 @@ SETTINGS = {
         "to serve (503, /readyz failing, the statements to run in the log) until they are.",
         "",
     ),
+    "DATABASE_URL_FILE": (
+        "A file holding DATABASE_URL instead (one line: the URL holds the password): a "
+        "container's or systemd's mounted secret. Not with DATABASE_URL.",
+        "",
+    ),
+    "RECEIVER_MAINTENANCE_DATABASE_URL_FILE": (
+        "A file holding RECEIVER_MAINTENANCE_DATABASE_URL instead (one line). Not with "
+        "RECEIVER_MAINTENANCE_DATABASE_URL.",
+        "",
+    ),
     "RECEIVER_MAINTENANCE_DATABASE_URL": (
         "PostgreSQL itself, for every command (`receiver migrate`, also serve's, maintain, "
         "report, ...) and the workers' own upkeep (the coming months' partitions, expired "
@@ -259,7 +272,7 @@ def load_config(environ=None) -> Config:
         value = env.get(name)
         return SETTINGS[name][1] if value is None else value
 
-    database_url = get("DATABASE_URL")
+    database_url = read_url("DATABASE_URL", env)
     if not database_url:
         raise ConfigError("DATABASE_URL is not set (or run `receiver serve` for an embedded one)")
     basic_auth, key_auth = load_credentials(env)
@@ -293,7 +306,7 @@ def load_config(environ=None) -> Config:
         feed_basic_auth=_feed_credentials(get, basic_auth),
         **_feed_places(get, env),
         database_pooler=pooler,
-        maintenance_database_url=get("RECEIVER_MAINTENANCE_DATABASE_URL"),
+        maintenance_database_url=read_url("RECEIVER_MAINTENANCE_DATABASE_URL", env),
         metrics_client_ids=_client_ids(get("RECEIVER_METRICS_CLIENT_IDS")),
     )
 
@@ -420,6 +433,26 @@ def _credentials(get, name, parse_value, parse_file):
         reason = getattr(error, "strerror", None) or "not UTF-8 text"
         raise ConfigError(f"{name}_FILE: cannot read {path}: {reason}") from None
     return parse_file(text, f"{name}_FILE")
+
+
+def read_url(name, environ=None) -> str:
+    """The database URL of setting `name`, or of the file `name`_FILE names (not both): the URL
+    holds the password, so it may come as a mounted secret like the credentials ("": unset)."""
+    env = os.environ if environ is None else environ
+
+    def get(setting):
+        value = env.get(setting)
+        return SETTINGS[setting][1] if value is None else value
+
+    return _credentials(get, name, lambda value: value or "", _one_line_url)
+
+
+def _one_line_url(text: str, name) -> str:
+    """The URL a secret file holds: its one line, without the line break (LF or CRLF)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1:
+        raise ConfigError(f"{name}: expected the URL on one line, found {len(lines)} lines")
+    return lines[0]
 
 
 def parse_basic_auth(text: str, name="RECEIVER_BASIC_AUTH") -> tuple[tuple[str, str], ...]:

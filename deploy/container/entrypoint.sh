@@ -18,9 +18,9 @@ for name in DATABASE_URL RECEIVER_MAINTENANCE_DATABASE_URL; do
   [ -n "$file" ] || continue
   [ -z "$value" ] || refuse "set $name or ${name}_FILE, not both"
   [ -r "$file" ] || refuse "${name}_FILE: cannot read $file"
-  value=$(cat "$file") # the trailing newline goes
-  export "$name=$value"
-  unset "${name}_FILE"
+  [ -n "$(tr -d ' \t\r\n' < "$file")" ] || refuse "${name}_FILE: $file is empty"
+  # The receiver reads the file itself (receiver.config.read_url), in every process that needs
+  # it: the password never goes into the environment, where /proc/1/environ would show it.
 done
 
 # The server needs DATABASE_URL; the other commands take RECEIVER_MAINTENANCE_DATABASE_URL
@@ -38,16 +38,18 @@ case "${1:-}" in
     ;;
 esac # anything else (a shell, python) is run as it is, to look around
 
-if [ -z "${DATABASE_URL:-}" ] && { [ "$needs" = DATABASE_URL ] \
-  || { [ "$needs" = any ] && [ -z "${RECEIVER_MAINTENANCE_DATABASE_URL:-}" ]; }; }; then
+database="${DATABASE_URL:-}${DATABASE_URL_FILE:-}"
+maintenance="${RECEIVER_MAINTENANCE_DATABASE_URL:-}${RECEIVER_MAINTENANCE_DATABASE_URL_FILE:-}"
+if [ -z "$database" ] && { [ "$needs" = DATABASE_URL ] \
+  || { [ "$needs" = any ] && [ -z "$maintenance" ]; }; }; then
   refuse "DATABASE_URL is not set (nor DATABASE_URL_FILE): set it to your PostgreSQL;" \
     "this image never starts an embedded database"
 fi
 
 case "${1:-}" in
   gunicorn | */gunicorn)
-    # gunicorn would load the app in each worker and print each one's traceback: check the
-    # settings (the app's own load_config) once, saying the problem in one line.
+    # gunicorn's master checks the settings too (receiver.web.gunicorn_conf), but after its own
+    # "Starting gunicorn" line: checked here first, the refusal is the container's one line.
     python3 -c '
 import sys
 from receiver.config import NO_CREDENTIALS, ConfigError, load_config

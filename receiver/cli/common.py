@@ -15,7 +15,7 @@ import click
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ..config import ConfigError
+from ..config import ConfigError, read_url
 
 DEV_USER = "campaign"
 STATE_DIR_VARIABLE = "RECEIVER_STATE_DIR"
@@ -95,15 +95,15 @@ def command_database(env) -> tuple[str | None, str]:
     """(URL, the variable it came from) for the commands. They take session advisory locks and
     session settings (migrate, maintain, prune, export, ...), which a pooler in transaction mode
     would leak to the webhook's next transaction: behind one, they need PostgreSQL itself."""
-    if env.get(MAINTENANCE_URL):
-        return env[MAINTENANCE_URL], MAINTENANCE_URL
-    if env.get("DATABASE_URL"):
+    if maintenance := read_url(MAINTENANCE_URL, env):
+        return maintenance, MAINTENANCE_URL
+    if url := read_url("DATABASE_URL", env):
         if env.get("RECEIVER_DATABASE_POOLER", "").strip().lower() == "transaction":
             raise ConfigError(
                 "DATABASE_URL is a pooler in transaction mode (RECEIVER_DATABASE_POOLER="
                 f"transaction): the commands need PostgreSQL itself; set {MAINTENANCE_URL}"
             )
-        return env["DATABASE_URL"], "DATABASE_URL"
+        return url, "DATABASE_URL"
     return running_development_database(state_dir(env)), DEVELOPMENT_DATABASE
 
 

@@ -10,7 +10,7 @@ import sys
 import click
 
 from .. import samples
-from ..config import NO_CREDENTIALS, ConfigError, load_config, load_credentials
+from ..config import NO_CREDENTIALS, ConfigError, load_config, load_credentials, read_url
 from ..storage import migrate as migrations
 from . import common
 
@@ -65,14 +65,17 @@ def serve(bind, workers, dev):
 
         server = start_embedded(state.pgdata)  # stops when this process exits
         env["DATABASE_URL"] = server.get_uri()
+    # DATABASE_URL or the file DATABASE_URL_FILE names (read by every worker itself: the
+    # password is never put into the environment).
+    url = read_url("DATABASE_URL", env)
     # Migrations take session locks: behind a transaction pooler they go to PostgreSQL itself
     # (RECEIVER_MAINTENANCE_DATABASE_URL), as every command does.
-    migrate_url = env["DATABASE_URL"] if development else common.command_database(env)[0]
+    migrate_url = url if development else common.command_database(env)[0]
     if not development:
         # One line and exit 2 within the connect timeout, before anything else: an unreachable
         # database is the most common failed start, and libpq alone would wait for ever.
-        common.check_database(env["DATABASE_URL"])
-        if migrate_url != env["DATABASE_URL"]:
+        common.check_database(url)
+        if migrate_url != url:
             common.check_database(migrate_url, common.MAINTENANCE_URL)
     try:
         migrations.migrate(migrate_url)
@@ -102,7 +105,7 @@ def development_mode(env, dev) -> bool:
 
     Development mode is the default only when nothing says "deployment": no DATABASE_URL, no
     configured credentials, no PORT. `--dev` forces it, and contradicts DATABASE_URL."""
-    if env.get("DATABASE_URL"):
+    if read_url("DATABASE_URL", env):
         if dev:
             raise ConfigError(
                 "--dev runs the embedded development database, but DATABASE_URL is set: "

@@ -111,6 +111,35 @@ SECTIONS = {
         SELECT pg_describe_object(classoid, objoid, objsubid) || ': ' || description
         FROM pg_description WHERE objoid >= %(first)s
     """,
+    # What the sections above leave out and a future migration could change: enum labels, row
+    # security policies, extended statistics, privileges on functions, schemas and columns.
+    "enum labels": """
+        SELECT e.enumtypid::regtype::text || ' ' || e.enumsortorder || ' ' || e.enumlabel
+        FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+        WHERE t.typnamespace = 'public'::regnamespace
+    """,
+    "policies": """
+        SELECT format('%%s on %%s: %%s for %%s to %%s using %%s check %%s', p.polname,
+                      p.polrelid::regclass, p.polpermissive, p.polcmd, p.polroles::regrole[],
+                      pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))
+        FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+        WHERE c.relnamespace = 'public'::regnamespace
+    """,
+    "statistics": """
+        SELECT pg_get_statisticsobjdef(oid) FROM pg_statistic_ext
+        WHERE stxnamespace = 'public'::regnamespace
+    """,
+    "privileges": """
+        SELECT 'function ' || oid::regprocedure::text || ': ' || proacl::text FROM pg_proc
+        WHERE pronamespace = 'public'::regnamespace AND proacl IS NOT NULL
+        UNION ALL
+        SELECT 'schema public: ' || nspacl::text FROM pg_namespace
+        WHERE nspname = 'public' AND nspacl IS NOT NULL
+        UNION ALL
+        SELECT 'column ' || attrelid::regclass::text || '.' || attname || ': ' || attacl::text
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        WHERE c.relnamespace = 'public'::regnamespace AND a.attacl IS NOT NULL
+    """,
     "publications": """
         SELECT p.pubname || ': all tables ' || p.puballtables || ', insert ' || p.pubinsert
                || ', update ' || p.pubupdate || ', delete ' || p.pubdelete || ', truncate '

@@ -49,7 +49,9 @@ errorlog = "-"
 
 
 def on_starting(server):
-    """Empty the metrics directory: stale files would add a previous run's counts."""
+    """Refuse a configuration that could never serve, in one line, before any worker starts;
+    then empty the metrics directory: stale files would add a previous run's counts."""
+    refuse_bad_configuration(server)
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     try:
         os.makedirs(directory, exist_ok=True)
@@ -63,6 +65,26 @@ def on_starting(server):
         # Metrics are not worth refusing events for: the workers fall back
         # (receiver.observability.metrics).
         server.log.error("cannot prepare metrics directory %s: %s", directory, error)
+
+
+# gunicorn's exit status for a worker that cannot boot: the master stops, and systemd or a
+# container runtime sees a failure rather than a loop of workers dying one by one.
+CONFIG_ERROR_EXIT = 3
+
+
+def refuse_bad_configuration(server):
+    """Check the settings once in the master, as each worker would (receiver.config): each
+    worker would otherwise die with its own traceback, and gunicorn say only that it could not
+    boot one."""
+    from receiver.config import NO_CREDENTIALS, ConfigError, load_config
+
+    try:
+        if not load_config().has_credentials:
+            raise ConfigError(NO_CREDENTIALS)
+    except ConfigError as error:
+        server.log.error("receiver: configuration error: %s", error)
+        on_exit(server)  # gunicorn will not call it: a restart loop must not pile up directories
+        raise SystemExit(CONFIG_ERROR_EXIT) from None
 
 
 def on_exit(server):

@@ -53,3 +53,22 @@ def test_behind_a_transaction_pooler_the_upkeep_needs_its_own_url_or_is_off(capl
     assert pooled.upkeep_database_url is None
     assert background.start(pooled) is None  # no thread, no session lock through the pool
     assert "RECEIVER_MAINTENANCE_DATABASE_URL" in caplog.text
+
+
+def test_the_database_urls_may_come_from_secret_files(tmp_path):
+    """A mounted secret: read by the receiver itself, one line, LF or CRLF; never both."""
+    secret = tmp_path / "database-url"
+    secret.write_bytes(b"postgresql://u:p%40ss@db/receiver\r\n")
+    config = load_config({"DATABASE_URL_FILE": str(secret)})
+    assert config.database_url == "postgresql://u:p%40ss@db/receiver"
+    direct = tmp_path / "direct"
+    direct.write_text("postgresql://owner@db:5432/receiver\n")
+    with_direct = load(RECEIVER_MAINTENANCE_DATABASE_URL_FILE=str(direct))
+    assert with_direct.upkeep_database_url == "postgresql://owner@db:5432/receiver"
+    with pytest.raises(ConfigError, match="DATABASE_URL or DATABASE_URL_FILE, not both"):
+        load(DATABASE_URL_FILE=str(secret))
+    secret.write_text("\n")
+    with pytest.raises(ConfigError, match="expected the URL on one line"):
+        load_config({"DATABASE_URL_FILE": str(secret)})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config({"DATABASE_URL_FILE": str(tmp_path / "missing")})

@@ -46,9 +46,12 @@ DEPLOYMENT = MANIFESTS["Deployment", "receiver"]
 JOB = MANIFESTS["Job", "receiver-migrate"]
 SERVICE = MANIFESTS["Service", "receiver"]
 SECRET = MANIFESTS["Secret", "receiver"]
+CRONJOB = MANIFESTS["CronJob", "receiver-maintain"]
 POD = DEPLOYMENT["spec"]["template"]
 (CONTAINER,) = POD["spec"]["containers"]
 (MIGRATE,) = JOB["spec"]["template"]["spec"]["containers"]
+MAINTAIN_POD = CRONJOB["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+(MAINTAIN,) = MAINTAIN_POD["containers"]
 
 
 def containerfile():
@@ -101,9 +104,10 @@ def test_the_manifests_are_the_expected_objects():
         ("Service", "receiver"),
         ("Job", "receiver-migrate"),
         ("Secret", "receiver"),
+        ("CronJob", "receiver-maintain"),
     }
     assert DEPLOYMENT["apiVersion"] == "apps/v1"
-    assert JOB["apiVersion"] == "batch/v1"
+    assert JOB["apiVersion"] == CRONJOB["apiVersion"] == "batch/v1"
 
 
 def test_the_containerfile_is_multi_stage_on_a_base_given_as_argument():
@@ -170,17 +174,23 @@ def test_every_variable_is_one_the_receiver_or_the_image_knows():
     by_entrypoint = entrypoint_file_variables()
     assert by_entrypoint <= SETTINGS.keys()
     known = SETTINGS.keys() | GUNICORN_VARIABLES | {f"{name}_FILE" for name in by_entrypoint}
-    for container in (CONTAINER, MIGRATE):
+    for container in (CONTAINER, MIGRATE, MAINTAIN):
         assert env_of(container).keys() <= known, env_of(container).keys() - known
     assert image_env().keys() - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"} <= known
 
 
-@pytest.mark.parametrize("container", [CONTAINER, MIGRATE], ids=["deployment", "job"])
-def test_secrets_are_files_of_the_mounted_secret(container):
+@pytest.mark.parametrize(
+    "container, pod",
+    [
+        (CONTAINER, POD["spec"]),
+        (MIGRATE, JOB["spec"]["template"]["spec"]),
+        (MAINTAIN, MAINTAIN_POD),
+    ],
+    ids=["deployment", "job", "cronjob"],
+)
+def test_secrets_are_files_of_the_mounted_secret(container, pod):
     mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
-    volumes = {volume["name"]: volume for volume in POD["spec"]["volumes"]}
-    if container is MIGRATE:
-        volumes = {v["name"]: v for v in JOB["spec"]["template"]["spec"]["volumes"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
     files = {name: value for name, value in env_of(container).items() if name.endswith("_FILE")}
     assert "DATABASE_URL_FILE" in files
     assert "DATABASE_URL" not in env_of(container)  # a password never in the manifest
@@ -194,8 +204,12 @@ def test_secrets_are_files_of_the_mounted_secret(container):
 
 @pytest.mark.parametrize(
     "container, pod",
-    [(CONTAINER, POD["spec"]), (MIGRATE, JOB["spec"]["template"]["spec"])],
-    ids=["deployment", "job"],
+    [
+        (CONTAINER, POD["spec"]),
+        (MIGRATE, JOB["spec"]["template"]["spec"]),
+        (MAINTAIN, MAINTAIN_POD),
+    ],
+    ids=["deployment", "job", "cronjob"],
 )
 def test_non_root_read_only_root_and_tmp_in_memory(container, pod):
     uid, _, gid = instruction("USER").partition(":")
@@ -219,6 +233,17 @@ def test_the_migrate_job_runs_receiver_migrate_once():
     assert "command" not in MIGRATE  # through the image's entrypoint (the _FILE forms)
     assert JOB["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert "command" not in CONTAINER and "args" not in CONTAINER
+
+
+def test_the_maintain_cronjob_runs_one_pass_an_hour_never_two_at_once():
+    """The workers' upkeep only makes the coming months: stray events, roll-ups and retention
+    need `receiver maintain`, as systemd's timer and the Procfile's maintain: run it."""
+    assert MAINTAIN["args"] == ["receiver", "maintain"]
+    assert "command" not in MAINTAIN
+    assert CRONJOB["spec"]["concurrencyPolicy"] == "Forbid"
+    minute, hour, *_ = CRONJOB["spec"]["schedule"].split()
+    assert minute.isdigit() and hour == "*"
+    assert MAINTAIN_POD["restartPolicy"] == "Never"
 
 
 def graceful_timeout():

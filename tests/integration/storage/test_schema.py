@@ -44,6 +44,9 @@ CHANGES = {
     "ledger": "DELETE FROM schema_migrations WHERE version = 9",
     "place table": "INSERT INTO recipient_status_backfill (relation) VALUES (NULL)",
     "sequence": "ALTER SEQUENCE quarantine_id_seq CACHE 10",
+    "policy": "CREATE POLICY mine ON quarantine USING (kind = 'event')",
+    "statistics": "CREATE STATISTICS events_mailing_stats ON client_id, mailing_id FROM events",
+    "function privilege": "REVOKE EXECUTE ON FUNCTION status_rank(text) FROM PUBLIC",
 }
 
 

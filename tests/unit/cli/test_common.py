@@ -114,3 +114,11 @@ def test_the_commands_use_the_maintenance_url_and_refuse_a_transaction_pooler_al
         command_database(behind_pooler)
     both = {**behind_pooler, "RECEIVER_MAINTENANCE_DATABASE_URL": direct}
     assert command_database(both)[0] == direct
+
+
+def test_the_commands_read_the_database_url_from_its_secret_file(tmp_path):
+    """`kubectl exec … receiver report` in a pod that has DATABASE_URL_FILE, not DATABASE_URL."""
+    secret = tmp_path / "database-url"
+    secret.write_text("postgresql://u:s3cret@db:5432/receiver\n")
+    env = {"DATABASE_URL_FILE": str(secret)}
+    assert command_database(env) == ("postgresql://u:s3cret@db:5432/receiver", "DATABASE_URL")
