@@ -52,6 +52,16 @@ POD = DEPLOYMENT["spec"]["template"]
 (MIGRATE,) = JOB["spec"]["template"]["spec"]["containers"]
 MAINTAIN_POD = CRONJOB["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 (MAINTAIN,) = MAINTAIN_POD["containers"]
+# Every pod the manifests run, each with its container: the server, the migrations, maintain.
+EVERY_POD = pytest.mark.parametrize(
+    "container, pod",
+    [
+        (CONTAINER, POD["spec"]),
+        (MIGRATE, JOB["spec"]["template"]["spec"]),
+        (MAINTAIN, MAINTAIN_POD),
+    ],
+    ids=["deployment", "job", "cronjob"],
+)
 
 
 def containerfile():
@@ -179,15 +189,7 @@ def test_every_variable_is_one_the_receiver_or_the_image_knows():
     assert image_env().keys() - {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"} <= known
 
 
-@pytest.mark.parametrize(
-    "container, pod",
-    [
-        (CONTAINER, POD["spec"]),
-        (MIGRATE, JOB["spec"]["template"]["spec"]),
-        (MAINTAIN, MAINTAIN_POD),
-    ],
-    ids=["deployment", "job", "cronjob"],
-)
+@EVERY_POD
 def test_secrets_are_files_of_the_mounted_secret(container, pod):
     mounts = {mount["name"]: mount for mount in container["volumeMounts"]}
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
@@ -202,15 +204,7 @@ def test_secrets_are_files_of_the_mounted_secret(container, pod):
         assert key in SECRET["stringData"]
 
 
-@pytest.mark.parametrize(
-    "container, pod",
-    [
-        (CONTAINER, POD["spec"]),
-        (MIGRATE, JOB["spec"]["template"]["spec"]),
-        (MAINTAIN, MAINTAIN_POD),
-    ],
-    ids=["deployment", "job", "cronjob"],
-)
+@EVERY_POD
 def test_non_root_read_only_root_and_tmp_in_memory(container, pod):
     uid, _, gid = instruction("USER").partition(":")
     assert pod["securityContext"]["runAsNonRoot"] is True
