@@ -75,5 +75,5 @@ bench-feed: $(VENV)/bin/pytest
 
 reliability: $(VENV)/bin/pytest
 	rm -f .receiver/faults.jsonl && mkdir -p .receiver
-	FAULT_REPORT=.receiver/faults.jsonl $(VENV)/bin/pytest -m fault
+	FAULT_REPORT=.receiver/faults.jsonl GREY_SILENCE_SECONDS=60 $(VENV)/bin/pytest -m fault
 	$(PY) bench/reliability_table.py .receiver/faults.jsonl
