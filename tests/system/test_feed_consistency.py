@@ -4,7 +4,7 @@ hundred ms meanwhile, through `receiver feed` and through GET /feed/.... What ea
 must be the final tables: no change missing, none twice, and the status changes applied in feed
 order give every recipient's status.
 
-FEED_STRESS_SECONDS sets how long the senders send (default 20; 60 for the issue's minute).
+FEED_STRESS_SECONDS sets how long the senders send (default 12; 60 for the issue's minute).
 """
 
 import contextlib
@@ -23,7 +23,7 @@ from receiver.storage import feed
 
 import support
 
-SECONDS = float(os.environ.get("FEED_STRESS_SECONDS", "20"))
+SECONDS = float(os.environ.get("FEED_STRESS_SECONDS", "12"))
 FEED_READER = ("crm", "feed-reader-pass")
 SENDERS = 6
 RECIPIENTS = 12  # few, so that concurrent batches change the same recipients
