@@ -7,6 +7,8 @@ names): the machine's own PostgreSQL may run at wal_level = replica, and changin
 restart nobody else's tests should see.
 """
 
+import threading
+
 import psycopg
 import psycopg.sql
 from psycopg.conninfo import make_conninfo
@@ -20,6 +22,28 @@ def set_standby_names(url, value):
         statement = psycopg.sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}")
         conn.execute(statement.format(psycopg.sql.Literal(value)))
         conn.execute("SELECT pg_reload_conf()")
+
+
+WAITING_FOR_STANDBY = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+
+
+def cancel_waiting(url):
+    """Cancel the first backend seen waiting for the synchronous standby on `url`."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        (pid,) = wait_until(lambda: conn.execute(WAITING_FOR_STANDBY).fetchone(), timeout=5)
+        conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
+
+
+def post_then_cancel_its_wait(url, send):
+    """Run `send()` (a POST whose commit waits for a standby that never answers) in a thread,
+    cancel that wait on `url`, and return what `send()` answered."""
+    answers = []
+    sender = threading.Thread(target=lambda: answers.append(send()))
+    sender.start()
+    cancel_waiting(url)
+    sender.join(timeout=10)
+    (answer,) = answers
+    return answer
 
 
 def start_publisher(data_dir, replication_slots=4, wal_senders=4) -> OwnedPostgres:

@@ -1,6 +1,5 @@
 """Synchronous replication: a commit the standby never confirmed is not acknowledged."""
 
-import threading
 from dataclasses import replace
 
 import psycopg
@@ -11,12 +10,10 @@ from receiver import create_app
 from receiver.storage import db
 from receiver.storage.migrate import migrate
 
-from support import body, event, post, wait_until
-from support.replication import set_standby_names
+from support import body, event, post
+from support.replication import post_then_cancel_its_wait, set_standby_names
 
 pytestmark = pytest.mark.slow
-
-WAITING_FOR_STANDBY = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
 
 
 def test_a_commit_whose_wait_for_the_standby_was_cancelled_is_a_503(owned_postgres, config):
@@ -27,16 +24,9 @@ def test_a_commit_whose_wait_for_the_standby_was_cancelled_is_a_503(owned_postgr
     set_standby_names(owned_postgres.url, "ghost")
     app = create_app(replace(config, database_url=owned_postgres.url))
     client = app.test_client()
-    answers = []
     batch = body(event("sent", id="unreplicated-1"))
-    sender = threading.Thread(target=lambda: answers.append(post(client, batch)))
     try:
-        sender.start()
-        with psycopg.connect(owned_postgres.url, autocommit=True) as conn:
-            (pid,) = wait_until(lambda: conn.execute(WAITING_FOR_STANDBY).fetchone(), timeout=5)
-            conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
-        sender.join(timeout=10)
-        (answer,) = answers
+        answer = post_then_cancel_its_wait(owned_postgres.url, lambda: post(client, batch))
         assert answer.status_code == 503, answer.json
         assert answer.headers["Retry-After"]
         with psycopg.connect(owned_postgres.url) as conn:  # committed here, though not there

@@ -24,13 +24,12 @@ from receiver import create_app
 from receiver.storage import db
 from receiver.storage.migrate import migrate
 
-from support import body, event, free_port, post, wait_until
-from support.replication import set_standby_names
+from support import body, event, free_port, post
+from support.replication import cancel_waiting, post_then_cancel_its_wait, set_standby_names
 
 pytestmark = pytest.mark.slow
 
 LOCALE = "de_DE.UTF-8"
-WAITING_FOR_STANDBY = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
 
 
 def system_bindir():
@@ -83,16 +82,9 @@ def test_a_cancelled_wait_for_the_standby_is_a_503_in_german_too(german_postgres
     set_standby_names(german_postgres, "ghost")
     app = create_app(replace(config, database_url=german_postgres))
     client = app.test_client()
-    answers = []
     batch = body(event("sent", id="unreplicated-de"))
-    sender = threading.Thread(target=lambda: answers.append(post(client, batch)))
     try:
-        sender.start()
-        with psycopg.connect(german_postgres, autocommit=True) as conn:
-            (pid,) = wait_until(lambda: conn.execute(WAITING_FOR_STANDBY).fetchone(), timeout=5)
-            conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
-        sender.join(timeout=10)
-        (answer,) = answers
+        answer = post_then_cancel_its_wait(german_postgres, lambda: post(client, batch))
         assert answer.status_code == 503, answer.json
         # And the warning was indeed in German: what the old English match would have missed.
         with psycopg.connect(german_postgres, autocommit=True) as conn:
@@ -120,10 +112,3 @@ def notice_fields(diagnostic) -> dict:
     names = ("severity", "severity_nonlocalized", "message_primary", "source_file")
     fields = {name: getattr(diagnostic, name) for name in names}
     return {**fields, "unreplicated": db.is_unreplicated_warning(diagnostic)}
-
-
-def cancel_waiting(url):
-    """Cancel the first backend seen waiting for the standby."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        (pid,) = wait_until(lambda: conn.execute(WAITING_FOR_STANDBY).fetchone(), timeout=5)
-        conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
