@@ -15,6 +15,9 @@ from . import common
 
 DEFAULT_LIMIT = 100
 REASON_WIDTH = 60  # characters of the reason on a `list` line; `show` prints it whole
+# The counts block's reason lines fit 120 columns: 12 for the indent and the count.
+COUNTED_REASON_WIDTH = 120 - 12
+CATEGORY_WIDTH = max(map(len, quarantine.CATEGORIES))
 # A replay waits at most this long for a row or key lock held by a live request (those finish
 # within the receiver's statement timeout) and otherwise stops with an error, rather than hang.
 LOCK_TIMEOUT_MS = 10_000
@@ -47,12 +50,24 @@ def group():
 @group.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines with the content")
 @click.option("--kind", type=click.Choice(["body", "event"]))
+@click.option(
+    "--category",
+    type=click.Choice(quarantine.CATEGORIES),
+    help="only rows of this category (docs/operations.md: Quarantine categories)",
+)
 @click.option("--since", type=Timestamp(), help="only rows received (first or again) since then")
 @click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIMIT, show_default=True)
 @click.option("--all", "include_resolved", is_flag=True, help="include resolved rows")
-def list_command(as_json, kind, since, limit, include_resolved):
-    """One line per row, with counts by reason."""
-    args = SimpleNamespace(json=as_json, kind=kind, since=since, limit=limit, all=include_resolved)
+def list_command(as_json, kind, category, since, limit, include_resolved):
+    """One line per row, with counts by category and reason."""
+    args = SimpleNamespace(
+        json=as_json,
+        kind=kind,
+        category=category,
+        since=since,
+        limit=limit,
+        all=include_resolved,
+    )
     return _run("list", _list, args)
 
 
@@ -82,23 +97,34 @@ def _run(action, work, args) -> int:
 
 
 def _list(conn, args) -> int:
-    """Print the reason counts and one line per row, or JSON lines with --json."""
+    """Print the counts by category and reason and one line per row, or JSON lines with --json."""
     filters = {"kind": args.kind, "since": args.since, "include_resolved": args.all}
-    rows = quarantine.list_rows(conn, limit=args.limit, with_content=args.json, **filters)
     counts = quarantine.reason_counts(conn, **filters)
+    for count in counts:
+        count["category"] = quarantine.category(count["reason"])
+    reasons = None
+    if args.category:
+        # The category is read from the reason: its rows are those with one of its reasons.
+        counts = [count for count in counts if count["category"] == args.category]
+        reasons = [count["reason"] for count in counts]
+    rows = []
+    if reasons is None or reasons:
+        rows = quarantine.list_rows(
+            conn, limit=args.limit, with_content=args.json, reasons=reasons, **filters
+        )
     total = sum(count["rows"] for count in counts)
     if args.json:
         for row in rows:
             print(json.dumps(_as_json(row)))  # ASCII escapes: safe on any terminal
     else:
         state = "" if args.all else "unresolved "
-        print(f"quarantine: {total} {state}row(s)")
-        for count in counts:
-            print(f"  {count['rows']:>6}  {_truncate(count['reason'], 2 * REASON_WIDTH)}")
+        shown = f" of category {args.category}" if args.category else ""
+        print(f"quarantine: {total} {state}row(s){shown}")
+        _print_counts(counts)
         if rows:
             print(
                 f"\n{'id':>8}  {'kind':<5}  {'times':>6}  {'first received':<20}  "
-                f"{'last received':<20}  {'bytes':>8}  reason"
+                f"{'last received':<20}  {'bytes':>8}  {'category':<{CATEGORY_WIDTH}}  reason"
             )
         for row in rows:
             print(_list_line(row))
@@ -109,6 +135,21 @@ def _list(conn, args) -> int:
             file=sys.stderr if args.json else sys.stdout,
         )
     return 0
+
+
+def _print_counts(counts):
+    """Rows per category (most first), each followed by its rows per reason, most first."""
+    by_category = {}
+    for count in counts:  # most frequent reason first, as reason_counts orders them
+        by_category.setdefault(count["category"], []).append(count)
+    totals = {name: sum(c["rows"] for c in found) for name, found in by_category.items()}
+    for name in sorted(totals, key=lambda n: (-totals[n], quarantine.CATEGORIES.index(n))):
+        # `other` is what no rule recognises: a new kind of refusal, said so on its line.
+        note = "  (not a known kind of refusal: read its reasons)" if name == "other" else ""
+        print(f"  {name}: {totals[name]}{note}")
+        for count in by_category[name]:
+            reason = _truncate(count["reason"], COUNTED_REASON_WIDTH)
+            print(f"    {count['rows']:>6}  {reason}")
 
 
 def _show(conn, args) -> int:
@@ -132,6 +173,7 @@ def _show(conn, args) -> int:
     print(f"first received: {_when(row['received_at'])}")
     print(f"last received:  {_when(row['last_received_at'])}")
     print(f"resolved:       {resolved}")
+    print(f"category:       {quarantine.category(row['reason'])}")
     print(f"reason:         {_printable(row['reason'])}")
     print(f"content ({row['size']} bytes{note}):")
     print(_printable(text, keep_newlines=True))
@@ -197,7 +239,7 @@ def _list_line(row) -> str:
     return (
         f"{row['id']:>8}  {row['kind']:<5}  {row['times_received']:>6}  "
         f"{_when(row['received_at']):<20}  {_when(row['last_received_at']):<20}  "
-        f"{row['size']:>8}  {reason}"
+        f"{row['size']:>8}  {quarantine.category(row['reason']):<{CATEGORY_WIDTH}}  {reason}"
     )
 
 
@@ -206,6 +248,7 @@ def _as_json(row) -> dict:
         "id": row["id"],
         "kind": row["kind"],
         "reason": row["reason"],
+        "category": quarantine.category(row["reason"]),
         "times_received": row["times_received"],
         "received_at": row["received_at"].astimezone(UTC).isoformat(),
         "last_received_at": row["last_received_at"].astimezone(UTC).isoformat(),

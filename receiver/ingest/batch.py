@@ -47,6 +47,9 @@ class Outcome:
     clients: set = field(default_factory=set)  # (client_id, type) of the stored events
     database_seconds: float | None = None  # the store's transaction, commit included
     body_quarantined: bool = False
+    # (kind, quarantine.category) of each thing this request kept in quarantine: what
+    # receiver_quarantined_total counts. Empty for the usual batch (nothing classified).
+    quarantined_by: Counter = field(default_factory=Counter)
 
     @property
     def acknowledged(self) -> bool:
@@ -94,7 +97,7 @@ def _take(body, config, pool, deadline, content_encoding) -> Outcome:
         # encoding once an operator has decoded it into the row.
         quarantine.keep_body(pool, body, str(error), deadline)
         name = "unsupported_encoding" if isinstance(error, UnsupportedEncoding) else "bad_body"
-        return Outcome(name, error=str(error), body_quarantined=True)
+        return body_kept(name, str(error))
 
     if not body.removeprefix(jsoncodec.UTF8_BOM).strip():
         # Nothing to keep and nothing to retry into shape: refused, and not quarantined (a
@@ -121,7 +124,7 @@ def _take(body, config, pool, deadline, content_encoding) -> Outcome:
         # mangled in transit (a retry may bring it whole) or not Campaign at all: refused, and
         # the body kept in quarantine (once, however often it is retried) so nothing is lost.
         quarantine.keep_body(pool, body, str(error), deadline)
-        return Outcome("bad_body", error=str(error), body_quarantined=True)
+        return body_kept("bad_body", str(error))
 
     valid, rejected, document = validate_items(items, body)
     valid_counts = count_by_label(map(EVENT_TYPE, valid))
@@ -211,6 +214,12 @@ def validate_items(items, body):
     return valid, rejected, None
 
 
+def body_kept(name, reason) -> Outcome:
+    """The outcome of a body refused and kept whole in quarantine with this reason."""
+    categories = Counter({("body", quarantine.category(reason)): 1})
+    return Outcome(name, error=reason, body_quarantined=True, quarantined_by=categories)
+
+
 def redelivered(earlier) -> Outcome:
     """The outcome of a body committed whole before: what its full path would give now."""
     counts = Counter({(label, "duplicate"): count for label, count in earlier.counts.items()})
@@ -233,6 +242,10 @@ def stored(received, valid, result) -> Outcome:
         for label, count in counts.items():
             by_outcome[label, outcome] = count
     total_stored = result.stored
+    # Classified only when something was quarantined: never for the usual batch.
+    quarantined_by = Counter(
+        (item.kind, quarantine.category(item.reason)) for item in result.rejected
+    )
     return Outcome(
         "ok",
         received=received,
@@ -242,6 +255,7 @@ def stored(received, valid, result) -> Outcome:
         events=by_outcome,
         lag_buckets=result.lag_buckets(),
         clients=result.clients(),
+        quarantined_by=quarantined_by,
     )
 
 

@@ -76,6 +76,14 @@ BODIES_QUARANTINED = Counter(
     f"{PREFIX}_bodies_quarantined",
     "Request bodies kept in quarantine because they were not a JSON list or object.",
 )
+# kind: the quarantine row's (body, event); category: receiver.storage.quarantine.CATEGORIES, a
+# fixed set whatever the reason's text, so `other` growing is a new kind of refusal to look at.
+QUARANTINED = Counter(
+    f"{PREFIX}_quarantined",
+    "Things kept in quarantine by kind (body, event) and category, counted per delivery (a "
+    "retried body counts each time, like receiver_events_total).",
+    ["kind", "category"],
+)
 AUTH_FAILURES = Counter(
     f"{PREFIX}_auth_failures",
     "Refused requests by reason (missing, malformed, invalid, source_denied).",

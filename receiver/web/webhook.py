@@ -17,7 +17,7 @@ from ..config import BUDGET_MARGIN_SECONDS, SENDER_TIMEOUT_SECONDS
 from ..deadline import Deadline
 from ..ingest import batch, schemas
 from ..observability import metrics
-from ..storage import db
+from ..storage import db, quarantine
 from . import auth, client, worker
 
 bp = Blueprint("webhook", __name__)
@@ -87,6 +87,8 @@ def answer(outcome: batch.Outcome):
     count_events(outcome)
     if outcome.body_quarantined:
         metrics.BODIES_QUARANTINED.inc()
+    for (kind, category), count in outcome.quarantined_by.items():
+        metrics.QUARANTINED.labels(kind, category).inc(count)
     if outcome.acknowledged:
         metrics.BATCH_SIZE.observe(outcome.received)
         return finish(outcome.name, 200, outcome.summary())
@@ -143,3 +145,7 @@ def init_app(app):
     for label in (*schemas.DOCUMENTED_TYPES, "other"):
         for outcome in batch.EVENT_OUTCOMES:
             metrics.EVENTS.labels(label, outcome)
+    # And every quarantine series: a first refusal of a kind (an `other` above all) is a rate.
+    for kind in ("body", "event"):
+        for category in quarantine.CATEGORIES:
+            metrics.QUARANTINED.labels(kind, category)
