@@ -10,7 +10,11 @@ Runs, in one go and on the same machine state, so the figures can be compared as
 4. latency at half of the measured throughput;
 5. worker memory (RSS) before and after 1,000,000 more events;
 6. a check that the table holds exactly the events acknowledged (plus at most the batches in
-   flight when wrk stopped), each batch whole, none twice.
+   flight when wrk stopped), each batch whole, none twice;
+7. (the working tree's runs) what learning what Campaign sends costs (receiver/storage/shapes.py,
+   off the request path): one pass over every event stored so far, and fresh batches while a
+   pass runs every LEARN_EVERY seconds, against the run's own fresh phase. The servers run with
+   RECEIVER_LEARN_SHAPES=off so that no other phase has a pass running at a random moment.
 
 With `--before REF` (`make bench` passes BEFORE, default `main`), phases 2-4 also run for the
 code of that git ref (exported with `git archive` into a temporary directory and put first on
@@ -42,6 +46,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -54,6 +59,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from receiver.storage import db, shapes  # noqa: E402
 from receiver.storage.events import EVENT_COLUMNS  # noqa: E402
 from receiver.storage.migrate import migrate  # noqa: E402
 
@@ -66,6 +72,9 @@ LABELS = {
 }
 COLUMN_TYPES = dict(EVENT_COLUMNS)
 CONNECTIONS, WRK_THREADS = 8, 2
+# Phase 7: a learning pass every this many seconds while fresh batches arrive (the workers run
+# one a minute; more often here, so the phase holds several, each over fewer events).
+LEARN_EVERY = 5
 # The `created` of the generated events: an hour ago, so they land in the current month's
 # partition as live traffic does (not in events_default).
 BASE_MS = int(time.time() * 1000) - 3_600_000
@@ -117,6 +126,8 @@ def measured_run(url, args, code, tree, memory, label, prefix):
     progress(f"{prefix}: {label}: starting the server")
     with Receiver(url, args.workers, args.threads, tree) as receiver:
         run = {"code": code, "label": label, **drive(receiver, args, memory, prefix)}
+        if code == "after":
+            run["shapes"] = learning_cost(receiver, args, run["run"], prefix)
     run["verification"] = verify(url, run)
     verdict = "ok" if run["verification"]["ok"] else "FAILED"
     progress(
@@ -451,6 +462,7 @@ class Receiver:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
+        self.url = url
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -459,6 +471,7 @@ class Receiver:
             "RECEIVER_THREADS": str(threads),
             "RECEIVER_POOL_MAX_SIZE": str(threads),
             "LOG_LEVEL": "WARNING",
+            "RECEIVER_LEARN_SHAPES": "off",  # phase 7 runs the passes itself
         }
         if code == PEER:
             env["PEER_BASIC_AUTH"] = f"{USER}:{PASSWORD}"
@@ -647,9 +660,50 @@ def drive(receiver, args, memory=True, prefix="run"):
     return {"run": run, "phases": phases, "rss_kb": {"before": rss_before, "after": rss_after}}
 
 
+def learning_cost(receiver, args, run, prefix):
+    """Phase 7: one pass over everything stored so far (all runs' events: its throughput),
+    then fresh batches while a pass runs every LEARN_EVERY s (the throughput it leaves)."""
+    with db.connect(receiver.url, "bench shapes") as conn:
+        progress(f"{prefix}: learning what Campaign sends from every stored event")
+        started = time.monotonic()
+        catch_up = shapes.learn(conn)
+        seconds = time.monotonic() - started
+        passes, stop = [], threading.Event()
+
+        def keep_learning():
+            while not stop.wait(LEARN_EVERY):
+                began = time.monotonic()
+                passes.append((shapes.learn(conn).events, time.monotonic() - began))
+
+        learner = threading.Thread(target=keep_learning, daemon=True)
+        learner.start()
+        progress(f"{prefix}: fresh batches while learning every {LEARN_EVERY} s, {args.seconds} s")
+        try:
+            # Batch numbers no phase of drive() uses (each takes 10,000,000 from 10,000,000 on).
+            fresh = wrk(receiver, run, args.seconds, first_batch=90_000_000)
+        finally:
+            stop.set()
+            learner.join()
+    learned = sum(events for events, _ in passes)
+    learning_seconds = sum(took for _, took in passes)
+    return {
+        "catch_up": {
+            "events": catch_up.events,
+            "seconds": round(seconds, 2),
+            "events_per_second": round(catch_up.events / max(seconds, 1e-9)),
+        },
+        "fresh_while_learning": fresh,
+        "passes": len(passes),
+        "learned_events": learned,
+        "learning_ms_per_batch": round(learning_seconds * 1000 * 100 / max(learned, 1), 3),
+    }
+
+
 def verify(url, report):
     """The table holds every acknowledged batch, whole, once; nothing else but in-flight ones."""
     fresh_phases = [p for name, p in report["phases"].items() if name != "duplicates"]
+    if "shapes" in report:
+        fresh_phases.append(report["shapes"]["fresh_while_learning"])
     acknowledged = sum(p["ok"] for p in fresh_phases)
     duplicates = report["phases"]["duplicates"]
     # Batches cut off when wrk stopped may have committed; a replayed batch that the fresh
@@ -722,8 +776,27 @@ def run_lines(run, ceiling):
             f"worker RSS before/after {phases['memory']['ok'] * 100:,} more events: "
             f"{before} -> {after} kB (max growth {growth:.1%})"
         )
+    if "shapes" in run:
+        lines += shapes_lines(run["shapes"], fresh)
     lines.append(f"verification: {run['verification']}")
     return lines
+
+
+def shapes_lines(figures, fresh):
+    """Phase 7: the learning pass's throughput, and the ingest it leaves."""
+    catch_up, during = figures["catch_up"], figures["fresh_while_learning"]
+    ratio = during["events_per_second"] / max(fresh["events_per_second"], 1)
+    return [
+        f"learning what Campaign sends, one pass over {catch_up['events']:,} stored events: "
+        f"{catch_up['events_per_second']:,} events/s",
+        f"fresh batches, learning every {LEARN_EVERY} s: "
+        f"{during['events_per_second']:>6,} events/s  "
+        f"p50 {during['p50_ms']} ms  p99 {during['p99_ms']} ms  non-200: {during['bad']}  "
+        f"({ratio:.2f}x the fresh phase)",
+        f"learning during it:                {figures['learning_ms_per_batch']:>8} ms per 100 "
+        f"events ({figures['passes']} passes, {figures['learned_events']:,} events; a batch's "
+        f"own database transaction: p50 {fresh['p50_ms']} ms end to end)",
+    ]
 
 
 def comparison_lines(runs):

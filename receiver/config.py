@@ -194,6 +194,13 @@ SETTINGS = {
         "test or made-up ids can never take their places.",
         "",
     ),
+    "RECEIVER_LEARN_SHAPES": (
+        "`on`: the web workers learn what Campaign sends (event types, fields and their JSON "
+        "kinds, enumeration values) from the stored events, one of them a minute, off the "
+        "request path, for `receiver report schema` and receiver_campaign_changes. `off`: only "
+        "`receiver maintain` does (the metric then reads what its last pass found).",
+        "on",
+    ),
     "RECEIVER_RETENTION": (
         "How long `receiver maintain` keeps events, e.g. `400d` (whole months older than this "
         "are dropped; at least 7d, the sender's 3-day retry window plus a margin). Empty keeps "
@@ -245,6 +252,8 @@ class Config:
     maintenance_database_url: str = ""
     # Client ids that always get their per-client metric series (receiver.observability.metrics).
     metrics_client_ids: frozenset[int] = frozenset()
+    # Whether the workers' minutely upkeep learns what Campaign sends (receiver.storage.shapes).
+    learn_shapes: bool = True
 
     @property
     def upkeep_database_url(self) -> str | None:
@@ -308,6 +317,7 @@ def load_config(environ=None) -> Config:
         database_pooler=pooler,
         maintenance_database_url=read_url("RECEIVER_MAINTENANCE_DATABASE_URL", env),
         metrics_client_ids=_client_ids(get("RECEIVER_METRICS_CLIENT_IDS")),
+        learn_shapes=_on_off(get, "RECEIVER_LEARN_SHAPES"),
     )
 
 
@@ -326,6 +336,14 @@ def _pooler(text) -> str:
 
 # Client ids are bigint (receiver.ingest.schemas.CampaignId).
 BIGINT_MAX = 2**63 - 1
+
+
+def _on_off(get, name) -> bool:
+    """A setting that says `on` or `off` (any case, spaces around ignored)."""
+    text = get(name).strip().lower()
+    if text not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, not {text[:40]!r}")
+    return text == "on"
 
 
 def _client_ids(text) -> frozenset[int]:

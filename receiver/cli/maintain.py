@@ -158,10 +158,25 @@ def print_maintenance(report):
         click.echo(f"maintain: mailing_counts of {report.rolled_up} mailing(s) rolled up")
     if report.deliveries_deleted:
         click.echo(f"maintain: {report.deliveries_deleted} expired delivery digest(s) deleted")
+    if report.learned and report.learned.events:
+        print_shapes(report.learned)
     if report.pruned:
         print_prune(report.pruned)
     for step, error in report.failed:
         click.echo(f"maintain: FAILED {step}: {error}", err=True)
+
+
+def print_shapes(report):
+    behind = "" if report.caught_up else " (more to count: the next pass goes on)"
+    click.echo(f"maintain: {report.events} event(s) counted into what Campaign sends{behind}")
+    for change in report.changes:
+        where = ".".join(filter(None, (change["type"], change["field"])))
+        what = f" {change['kind']}" if change["change"] == "kind_changed" else ""
+        value = f" {change['value']!r}" if change["value"] is not None else ""
+        click.echo(
+            f"maintain: Campaign change: {change['change']} {where}{what}{value} "
+            f"(client {change['client_id']}; see `receiver report schema`)"
+        )
 
 
 def print_prune(report):

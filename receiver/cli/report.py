@@ -5,11 +5,12 @@ import sys
 from datetime import UTC, datetime
 
 import click
+import orjson
 import psycopg
 
 from .. import durations
 from ..reporting import output
-from ..storage import db, reporting
+from ..storage import db, reporting, shapes
 from . import common
 from .quarantine import Timestamp
 
@@ -187,6 +188,95 @@ def dispatch_command(client, mailing_id, since, until, limit, fmt):
         return reporting.dispatch(conn, since, _now(until), client, mailing_id, limit)
 
     return _run(fmt, work)
+
+
+# `report schema`: the columns of a shape, and of a change to review.
+SHAPE_COLUMNS = (
+    "client_id", "event_type", "field", "kind", "value", "events", "first_seen_at",
+    "last_seen_at", "status",
+)  # fmt: skip
+CHANGE_COLUMNS = ("id", *SHAPE_COLUMNS)
+EXPORT_COLUMNS = (
+    "id", *SHAPE_COLUMNS, "documented", "change", "reviewed_at", "daily", "silent", "example"
+)  # fmt: skip
+
+
+@group.command(name="schema")
+@client_option
+@click.option(
+    "--since", type=Moment(), help="only what was first seen since then (and silent types)"
+)
+@click.option("--accept", is_flag=True, help="mark the changes and silent types shown as reviewed")
+@format_option
+def schema_command(client, since, accept, fmt):
+    """What Campaign sends, learned from the stored events: per client, each event type, its
+    top-level fields with their JSON kinds, and the values of the enumerations the reports
+    use (bounce category and reason, mediaType, device), with counts and first and last
+    arrival. First the changes to review (new type, new field, kind changed, new value; each
+    with a masked example event) and the types that stopped arriving.
+
+    --accept marks exactly those shown as reviewed: the receiver_campaign_changes series go
+    back to 0 within a minute. A change noticed later is shown (and alerts) on its own."""
+
+    def work(conn):
+        rows = shapes.report_rows(conn, client, since)
+        for row in rows:
+            row["status"] = _shape_status(row)
+        pending = [r for r in rows if (r["change"] and not r["reviewed_at"]) or r["silent"]]
+        if accept:
+            accepted = shapes.accept(conn, [r["id"] for r in pending])
+            click.echo(
+                f"schema: {len(accepted)} change(s) and silent type(s) marked reviewed", err=True
+            )
+        if fmt != "table":
+            for row in rows:
+                if fmt == "csv" and row["example"] is not None:
+                    row["example"] = orjson.dumps(row["example"]).decode()
+            return reporting.Report(list(EXPORT_COLUMNS), rows)
+        _print_schema_header(conn, pending)
+        for row in pending:
+            if row["example"] is not None:
+                example = orjson.dumps(row["example"]).decode()
+                click.echo(output.printable(f"  example of {row['id']} (masked): {example}"))
+        # One client (the usual deployment): said once above the table, not on every line.
+        clients = {row["client_id"] for row in rows}
+        columns = SHAPE_COLUMNS[1:] if len(clients) == 1 else SHAPE_COLUMNS
+        of_client = f" (client {next(iter(clients))})" if len(clients) == 1 else ""
+        click.echo(f"\nwhat Campaign sends{of_client}")
+        return output.narrow(
+            reporting.Report(list(SHAPE_COLUMNS), rows),
+            columns,
+            to_the_minute={"first_seen_at", "last_seen_at"},
+        )
+
+    return _run(fmt, work)
+
+
+def _shape_status(row) -> str:
+    """What a shape is, in a word: a change (to review or reviewed), silent, or known."""
+    if row["silent"]:
+        return "silent"
+    if row["change"]:
+        return row["change"] + (" (reviewed)" if row["reviewed_at"] else "")
+    return "documented" if row["documented"] else "baseline"
+
+
+def _print_schema_header(conn, pending):
+    """When the shapes were last learned, then the changes and silent types to review."""
+    learned = shapes.caught_up_at(conn)
+    when = f"{learned:%Y-%m-%d %H:%M:%S}Z" if learned else "never (no pass has run yet)"
+    click.echo(f"learned from the stored events up to {when}")
+    if not pending:
+        click.echo("nothing to review")
+        return
+    click.echo(
+        f"\nto review ({len(pending)}): `receiver report schema --accept` marks them reviewed"
+    )
+    report = reporting.Report(list(CHANGE_COLUMNS), pending)
+    click.echo(
+        output.table(output.narrow(report, report.columns, {"first_seen_at", "last_seen_at"})),
+        nl=False,
+    )
 
 
 def _now(until):

@@ -1,16 +1,20 @@
 """The web worker's own upkeep, in threads: hourly, the coming months' partitions and the
 expired digests of re-deliverable batches (receiver.storage.deliveries); every minute, the WAL
-kept by the database's replication slots, for /metrics."""
+kept by the database's replication slots, and what Campaign sends (receiver.storage.shapes:
+learned by one worker at a time, read by each), for /metrics."""
 
 import logging
 import threading
 
 from ..observability import metrics
-from ..storage import db, replication
+from ..storage import db, replication, shapes
 from . import tasks
 
 INTERVAL_SECONDS = 3600
 SLOTS_INTERVAL_SECONDS = 60
+# A minutely pass learns for at most this long (a backlog, e.g. after an upgrade, is caught up
+# over several minutes rather than holding a connection and the database for long).
+LEARN_BUDGET_SECONDS = 20
 logger = logging.getLogger("receiver.maintenance")
 
 
@@ -44,9 +48,10 @@ def start(config, interval=INTERVAL_SECONDS, slots_interval=SLOTS_INTERVAL_SECON
                 return
 
     def sample():
-        failing = False
+        failing = shapes_failing = False
         while True:
             failing = sample_slots_quietly(connect, failing)
+            shapes_failing = watch_shapes_quietly(connect, config.learn_shapes, shapes_failing)
             if stop.wait(slots_interval):
                 return
 
@@ -68,5 +73,21 @@ def sample_slots_quietly(connect, failing=False) -> bool:
     except Exception:  # the database is down or busy: /metrics keeps the last sample
         if not failing:
             logger.warning("could not read the replication slots", exc_info=True)
+        return True
+    return False
+
+
+def watch_shapes_quietly(connect, learn=True, failing=False) -> bool:
+    """Learn what Campaign sent since the last pass (if `learn`, and no other pass runs), then
+    set the change gauges from the tables; log the first failure of a run of them, never raise
+    (for background use). Whether this one failed."""
+    try:
+        with connect() as conn:
+            if learn:
+                shapes.learn(conn, budget_seconds=LEARN_BUDGET_SECONDS)
+            metrics.observe_campaign_changes(shapes.signals(conn), shapes.caught_up_at(conn))
+    except Exception:  # the database is down or busy: the next minute tries again
+        if not failing:
+            logger.warning("could not learn what Campaign sends", exc_info=True)
         return True
     return False

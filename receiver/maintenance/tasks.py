@@ -1,5 +1,5 @@
 """One maintenance pass: partitions ahead, stray rows into their months, mailing counts
-rolled up, expired delivery digests deleted, retention if set.
+rolled up, expired delivery digests deleted, what Campaign sends learned, retention if set.
 
 Run by `receiver maintain` (a systemd timer, or a Procfile process with --every), and, for the
 partitions alone, by every web worker in the background (receiver.maintenance.background), so a
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from ..storage import db, deliveries, mailing_counts, partitions
+from ..storage import db, deliveries, mailing_counts, partitions, shapes
 from . import retention
 
 logger = logging.getLogger("receiver.maintenance")
@@ -28,6 +28,9 @@ SPLIT_MONTHS_AHEAD = 12
 # attached under its own 5 s cap), so ten minutes means something is wrong, and a pass under
 # `--every` or a worker's hourly upkeep must end rather than hang.
 STATEMENT_TIMEOUT_MS = 600_000
+# How long a pass learns what Campaign sends (receiver.storage.shapes) before it goes on: the
+# workers learn every minute too, so this only matters for a backlog (after an upgrade).
+LEARN_BUDGET_SECONDS = 300
 
 
 @dataclass
@@ -37,6 +40,7 @@ class MaintenanceReport:
     moved_old_rows: int = 0
     rolled_up: int = 0  # mailings whose mailing_counts rows were summed into one
     deliveries_deleted: int = 0  # digests of re-deliverable batches past their lifetime
+    learned: shapes.LearnReport | None = None  # what Campaign sends, learned since the last pass
     pruned: retention.PruneReport | None = None
     skipped: bool = False  # another pass held the lock
     failed: list = field(default_factory=list)  # (step, error message): steps that failed
@@ -61,6 +65,7 @@ def maintain(conn, keep=None, now=None, keep_month=None) -> MaintenanceReport:
         ("old table", "moved_old_rows", lambda: partitions.move_old_table(conn)),
         ("mailing counts", "rolled_up", lambda: mailing_counts.roll_up(conn)),
         ("delivery digests", "deliveries_deleted", lambda: expire_deliveries(conn, now)),
+        ("campaign shapes", "learned", lambda: shapes.learn(conn, LEARN_BUDGET_SECONDS)),
     ]
     if keep is not None:
         steps.append(

@@ -264,3 +264,42 @@ def observe_replication_slots(retained):
     for slot, nbytes in retained.items():
         REPLICATION_SLOT_RETAINED.labels(slot).set(nbytes)
     _slots_seen.update(retained)
+
+
+# What Campaign sends that it did not before (receiver.storage.shapes), read from the database
+# every minute by each worker's background thread, so every host says the same. Per client
+# (the same places as the per-client gauge above; a client without one is summed under
+# "other") and change: new_type, new_field, kind_changed, new_value (not yet reviewed with
+# `receiver report schema --accept`), silent_type (a daily type with nothing for a week).
+CAMPAIGN_CHANGES = Gauge(
+    f"{PREFIX}_campaign_changes",
+    "What Campaign sends that it did not before, by client and change (new_type, new_field, "
+    "kind_changed, new_value: not reviewed yet; silent_type: a type that arrived daily and "
+    "has not for a week). `receiver report schema` lists them.",
+    ["client_id", "change"],
+    multiprocess_mode="livemostrecent",
+)
+CAMPAIGN_SHAPES_LEARNED = Gauge(
+    f"{PREFIX}_campaign_shapes_learned_timestamp_seconds",
+    "Unix time at which a pass last counted every event stored (the changes above are as "
+    "fresh as this).",
+    multiprocess_mode="livemax",
+)
+CHANGE_SIGNALS = ("new_type", "new_field", "kind_changed", "new_value", "silent_type")
+_change_series = set()
+
+
+def observe_campaign_changes(counts, learned_at):
+    """Set the gauges from {(client_id, change): count} and the last caught-up time (or None);
+    series that were set before and are gone now read 0."""
+    summed = {}
+    for (client, change), count in counts.items():
+        label = str(client) if _admit_client(client) else "other"
+        summed[label, change] = summed.get((label, change), 0) + count
+    for key in _change_series - set(summed):
+        CAMPAIGN_CHANGES.labels(*key).set(0)
+    for key, count in summed.items():
+        CAMPAIGN_CHANGES.labels(*key).set(count)
+    _change_series.update(summed)
+    if learned_at is not None:
+        CAMPAIGN_SHAPES_LEARNED.set(learned_at.timestamp())
