@@ -45,5 +45,6 @@ CREATE TABLE event_type_days (
 CREATE TABLE event_shapes_position (
     position      xid8        NOT NULL,   -- events below it (feed order) are counted
     started_at    timestamptz NOT NULL,   -- the first pass
-    caught_up_at  timestamptz             -- the last pass that reached the feed's horizon
+    last_pass_at  timestamptz NOT NULL,   -- the start of the latest pass (one a minute)
+    learned_until timestamptz             -- every event that arrived before it is counted
 );

@@ -8,6 +8,7 @@ import psycopg
 
 from ..config import ConfigError
 from ..maintenance import retention, tasks
+from ..reporting import output
 from ..storage import db, partitions
 from . import common
 
@@ -173,9 +174,10 @@ def print_shapes(report):
         where = ".".join(filter(None, (change["type"], change["field"])))
         what = f" {change['kind']}" if change["change"] == "kind_changed" else ""
         value = f" {change['value']!r}" if change["value"] is not None else ""
+        # Type and field names come from the network: escaped for the terminal.
+        line = f"{change['change']} {where}{what}{value} (client {change['client_id']}"
         click.echo(
-            f"maintain: Campaign change: {change['change']} {where}{what}{value} "
-            f"(client {change['client_id']}; see `receiver report schema`)"
+            f"maintain: Campaign change: {output.printable(line)}; `receiver report schema`)"
         )
 
 
@@ -196,7 +198,8 @@ def print_prune(report):
         f"{report.quarantine_rows_deleted} resolved quarantine row(s), "
         f"the counts of {report.mailings_deleted} mailing(s), "
         f"{report.status_changes_deleted} superseded status change(s), "
-        f"{report.deliveries_deleted} delivery digest(s)"
+        f"{report.deliveries_deleted} delivery digest(s), "
+        f"{report.shapes_forgotten} shape(s) of what Campaign sent only before it"
     )
     click.echo(f"prune: events take {size(report.bytes_before)} -> {size(report.bytes_after)}")
 

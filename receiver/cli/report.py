@@ -219,20 +219,20 @@ def schema_command(client, since, accept, fmt):
     back to 0 within a minute. A change noticed later is shown (and alerts) on its own."""
 
     def work(conn):
-        rows = shapes.report_rows(conn, client, since)
-        for row in rows:
-            row["status"] = _shape_status(row)
-        pending = [r for r in rows if (r["change"] and not r["reviewed_at"]) or r["silent"]]
+        rows, pending = _schema_rows(conn, client, since)
         if accept:
+            # Exactly those shown: a change noticed after this read is not accepted unseen.
             accepted = shapes.accept(conn, [r["id"] for r in pending])
             click.echo(
                 f"schema: {len(accepted)} change(s) and silent type(s) marked reviewed", err=True
             )
+            rows, pending = _schema_rows(conn, client, since)  # as they stand now
         if fmt != "table":
             for row in rows:
                 if fmt == "csv" and row["example"] is not None:
                     row["example"] = orjson.dumps(row["example"]).decode()
             return reporting.Report(list(EXPORT_COLUMNS), rows)
+        pending = [row for row in pending if not _part_of_a_new_type(row)]
         _print_schema_header(conn, pending)
         for row in pending:
             if row["example"] is not None:
@@ -252,6 +252,19 @@ def schema_command(client, since, accept, fmt):
     return _run(fmt, work)
 
 
+def _schema_rows(conn, client, since):
+    """The shapes, each with its status, and those to review (a new type's fields are part of
+    it: reviewed with it, listed under it in the table below)."""
+    rows = shapes.report_rows(conn, client, since)
+    for row in rows:
+        row["status"] = _shape_status(row)
+    return rows, [r for r in rows if (r["change"] and not r["reviewed_at"]) or r["silent"]]
+
+
+def _part_of_a_new_type(row) -> bool:
+    return row["change"] == "new_type" and row["field"] is not None
+
+
 def _shape_status(row) -> str:
     """What a shape is, in a word: a change (to review or reviewed), silent, or known."""
     if row["silent"]:
@@ -263,7 +276,7 @@ def _shape_status(row) -> str:
 
 def _print_schema_header(conn, pending):
     """When the shapes were last learned, then the changes and silent types to review."""
-    learned = shapes.caught_up_at(conn)
+    learned = shapes.learned_until(conn)
     when = f"{learned:%Y-%m-%d %H:%M:%S}Z" if learned else "never (no pass has run yet)"
     click.echo(f"learned from the stored events up to {when}")
     if not pending:

@@ -5,6 +5,7 @@ learned by one worker at a time, read by each), for /metrics."""
 
 import logging
 import threading
+from datetime import timedelta
 
 from ..observability import metrics
 from ..storage import db, replication, shapes
@@ -15,6 +16,8 @@ SLOTS_INTERVAL_SECONDS = 60
 # A minutely pass learns for at most this long (a backlog, e.g. after an upgrade, is caught up
 # over several minutes rather than holding a connection and the database for long).
 LEARN_BUDGET_SECONDS = 20
+# ... and one pass a minute in all: each worker tries every minute; the first to come does it.
+LEARN_EVERY = timedelta(seconds=55)
 logger = logging.getLogger("receiver.maintenance")
 
 
@@ -77,17 +80,25 @@ def sample_slots_quietly(connect, failing=False) -> bool:
     return False
 
 
-def watch_shapes_quietly(connect, learn=True, failing=False) -> bool:
-    """Learn what Campaign sent since the last pass (if `learn`, and no other pass runs), then
-    set the change gauges from the tables; log the first failure of a run of them, never raise
-    (for background use). Whether this one failed."""
+def watch_shapes_quietly(connect, learn=True, failing=False, every=LEARN_EVERY) -> bool:
+    """Learn what Campaign sent since the last pass (if `learn`, no other pass runs and none
+    ran this minute), then set the change gauges from the tables, also when the pass failed (an
+    accepted change must leave the gauge though learning is stuck); log the first failure of a
+    run of them, never raise (for background use). Whether this one failed. `every`: the least
+    time between two passes (None: none)."""
+    failed = False
     try:
         with connect() as conn:
             if learn:
-                shapes.learn(conn, budget_seconds=LEARN_BUDGET_SECONDS)
-            metrics.observe_campaign_changes(shapes.signals(conn), shapes.caught_up_at(conn))
+                try:
+                    shapes.learn(conn, LEARN_BUDGET_SECONDS, min_interval=every)
+                except Exception:  # the pass; the gauges are still read below
+                    if not failing:
+                        logger.warning("could not learn what Campaign sends", exc_info=True)
+                    failed = True
+            metrics.observe_campaign_changes(shapes.signals(conn), shapes.learned_until(conn))
     except Exception:  # the database is down or busy: the next minute tries again
-        if not failing:
-            logger.warning("could not learn what Campaign sends", exc_info=True)
+        if not failing and not failed:
+            logger.warning("could not read what Campaign sends", exc_info=True)
         return True
-    return False
+    return failed

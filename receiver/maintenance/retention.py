@@ -1,5 +1,6 @@
 """Retention: whole months of events dropped, old resolved quarantine rows deleted, old status
-changes that a later one supersedes deleted (receiver/storage/feed.py).
+changes that a later one supersedes deleted (receiver/storage/feed.py), and what Campaign sent
+only before the horizon forgotten (receiver/storage/shapes.py).
 
 A month's partition goes only once every event it can hold is older than the horizon, so what
 is kept is never thinned. The horizon may not come closer than the sender's retry window plus a
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from .. import durations
-from ..storage import deliveries, feed, mailing_counts, partitions, quarantine
+from ..storage import deliveries, feed, mailing_counts, partitions, quarantine, shapes
 
 SENDER_RETRY_WINDOW = timedelta(days=3)
 RETENTION_MARGIN = timedelta(days=4)
@@ -34,6 +35,7 @@ class PruneReport:
     mailings_deleted: int = 0  # mailing_counts of mailings whose newest event was older
     status_changes_deleted: int = 0  # feed entries older, superseded by a later one
     deliveries_deleted: int = 0  # digests that may vouch for events just deleted
+    shapes_forgotten: int = 0  # event_shapes rows last seen before the horizon
     leftovers_dropped: list = field(default_factory=list)  # tables an earlier prune detached
     kept: list = field(default_factory=list)  # (month, why): old enough, kept by `keep_month`
     bytes_before: int = 0
@@ -111,6 +113,7 @@ def prune(conn, keep: timedelta, now=None, dry_run=False, keep_month=None) -> Pr
     report.quarantine_rows_deleted = quarantine.delete_resolved_before(conn, report.horizon)
     report.mailings_deleted = mailing_counts.delete_before(conn, kept_from)
     report.status_changes_deleted = feed.compact_status_changes(conn, report.horizon)
+    report.shapes_forgotten = shapes.forget_before(conn, report.horizon)
     if report.dropped or report.default_rows_deleted:
         # A digest vouches that its batch's events are stored; some of them may just have
         # gone. Without it, a body re-sent now is validated and its events stored again, where
@@ -127,6 +130,7 @@ def count_what_would_go(conn, report, kept_from) -> None:
     report.quarantine_rows_deleted = quarantine.count_resolved_before(conn, report.horizon)
     report.mailings_deleted = mailing_counts.count_before(conn, kept_from)
     report.status_changes_deleted = feed.count_compactable_status_changes(conn, report.horizon)
+    report.shapes_forgotten = shapes.count_before(conn, report.horizon)
     if report.dropped or report.default_rows_deleted:
         report.deliveries_deleted = deliveries.count(conn)
 

@@ -267,10 +267,11 @@ def observe_replication_slots(retained):
 
 
 # What Campaign sends that it did not before (receiver.storage.shapes), read from the database
-# every minute by each worker's background thread, so every host says the same. Per client
-# (the same places as the per-client gauge above; a client without one is summed under
-# "other") and change: new_type, new_field, kind_changed, new_value (not yet reviewed with
-# `receiver report schema --accept`), silent_type (a daily type with nothing for a week).
+# every minute by each worker's background thread, so every host says the same. Per client and
+# change: new_type, new_field, kind_changed, new_value (not yet reviewed with `receiver report
+# schema --accept`), silent_type (a daily type with nothing for a week). The client label is
+# chosen from the database's answer alone (listed clients, then the lowest ids up to the cap,
+# then "other"), so every worker and host labels a change alike: one alert, not two.
 CAMPAIGN_CHANGES = Gauge(
     f"{PREFIX}_campaign_changes",
     "What Campaign sends that it did not before, by client and change (new_type, new_field, "
@@ -281,9 +282,11 @@ CAMPAIGN_CHANGES = Gauge(
 )
 CAMPAIGN_SHAPES_LEARNED = Gauge(
     f"{PREFIX}_campaign_shapes_learned_timestamp_seconds",
-    "Unix time at which a pass last counted every event stored (the changes above are as "
-    "fresh as this).",
-    multiprocess_mode="livemax",
+    "Every event that arrived before this Unix time is counted into what Campaign sends "
+    "(the changes above are as fresh as this).",
+    # Every worker reads the same row: the most recent reading is as good as the largest, and
+    # shares the file of the gauges above (a mode more would be a file more per worker).
+    multiprocess_mode="livemostrecent",
 )
 CHANGE_SIGNALS = ("new_type", "new_field", "kind_changed", "new_value", "silent_type")
 _change_series = set()
@@ -292,9 +295,11 @@ _change_series = set()
 def observe_campaign_changes(counts, learned_at):
     """Set the gauges from {(client_id, change): count} and the last caught-up time (or None);
     series that were set before and are gone now read 0."""
+    unlisted = sorted({client for client, _ in counts} - _listed_clients)
+    labelled = _listed_clients | set(unlisted[:MAX_CLIENT_SERIES])
     summed = {}
     for (client, change), count in counts.items():
-        label = str(client) if _admit_client(client) else "other"
+        label = str(client) if client in labelled else "other"
         summed[label, change] = summed.get((label, change), 0) + count
     for key in _change_series - set(summed):
         CAMPAIGN_CHANGES.labels(*key).set(0)

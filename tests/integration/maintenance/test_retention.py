@@ -140,6 +140,11 @@ def test_a_dry_run_counts_everything_the_real_run_deletes(client, database_url, 
     post(client, b"resolved long ago")
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("UPDATE quarantine SET resolved_at = %s, resolution = 'x'", (old,))
+        conn.execute(  # a type last seen in 2001, and one seen now
+            "INSERT INTO event_shapes (client_id, event_type, events, first_seen_at, last_seen_at)"
+            " VALUES (1, 'gone', 1, %s, %s), (1, 'kept', 1, now(), now())",
+            (old, old),
+        )
         dry = retention.prune(conn, timedelta(days=400), now=NOW, dry_run=True)
         real = retention.prune(conn, timedelta(days=400), now=NOW)
     counted = (
@@ -148,13 +153,15 @@ def test_a_dry_run_counts_everything_the_real_run_deletes(client, database_url, 
         "mailings_deleted",
         "status_changes_deleted",
         "deliveries_deleted",
+        "shapes_forgotten",
     )
     assert {name: getattr(dry, name) for name in counted} == {
         name: getattr(real, name) for name in counted
     }
     assert (dry.default_rows_deleted, dry.quarantine_rows_deleted) == (1, 1)
-    assert dry.mailings_deleted == 1
+    assert dry.mailings_deleted == 1 and dry.shapes_forgotten == 1
     assert dry.deliveries_deleted >= 1
+    assert query("SELECT event_type FROM event_shapes") == [("kept",)]
 
 
 def test_a_body_re_sent_after_its_events_were_pruned_is_stored_again(client, database_url):

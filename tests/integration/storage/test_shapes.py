@@ -60,10 +60,12 @@ def end_baseline(conn):
 
 
 def changes(conn):
+    """The changes noticed (a new type's fields, part of it, left out)."""
     return sorted(
         conn.execute(
             "SELECT change, event_type, field, kind, value FROM event_shapes "
-            "WHERE change IS NOT NULL ORDER BY id"
+            "WHERE change IS NOT NULL AND NOT (change = 'new_type' AND field IS NOT NULL)"
+            " ORDER BY id"
         ).fetchall(),
         key=str,
     )
@@ -230,12 +232,92 @@ def test_examples_are_masked(client, conn):
 
 
 def test_a_feed_place_past_the_horizon_restarts_at_it(client, conn):
-    conn.execute("INSERT INTO event_shapes_position VALUES ('999999999999', now())")
+    conn.execute("INSERT INTO event_shapes_position VALUES ('999999999999', now(), now())")
     send(client, BOUNCE)
     report = learn(conn)
-    assert report.caught_up
+    assert report.caught_up and report.events == 1  # the event stored after the restore
     with pytest.raises(psycopg.errors.UniqueViolation):  # the key still makes one row per shape
         conn.execute(
             "INSERT INTO event_shapes (client_id, event_type, events, first_seen_at, last_seen_at)"
             " VALUES (1, 'x', 1, now(), now()), (1, 'x', 1, now(), now())"
         )
+
+
+def test_personal_data_never_reaches_the_table_or_the_examples(client, conn):
+    send(client, BOUNCE)
+    learn(conn)
+    end_baseline(conn)
+    smtp = "550 5.1.1 <jane.doe@example.org>: Recipient address rejected"
+    send(client, bounced(20, reason=smtp, **{"jane.doe@example.org": 1, "info": {"Max": "x"}}))
+    learn(conn)
+    text = json.dumps([list(row) for row in conn.execute("TABLE event_shapes")], default=str)
+    assert "jane" not in text and "example.org" not in text and "Max" not in text
+    assert ("new_value", "bounce", "reason", "string", "(text)") in changes(conn)
+    assert ("new_field", "bounce", "xxxx.xxx@xxxxxxx.xxx", "number", None) in changes(conn)
+
+
+def test_a_new_field_in_several_kinds_and_a_documented_field_on_another_type(client, conn):
+    send(client, opened(), BOUNCE)
+    learn(conn)
+    end_baseline(conn)
+    send(client, opened(appVersion=7, created=1), opened(appVersion="7.1", created=2))
+    send(client, opened(reason="other", created=3))  # a bounce's field, on an open
+    learn(conn)
+    found = changes(conn)
+    assert ("new_field", "open", "appVersion", "number", None) in found
+    assert ("new_field", "open", "appVersion", "string", None) in found
+    assert ("new_field", "open", "reason", "string", None) in found
+    signals = shapes.signals(conn)
+    assert signals == {(CLIENT, "new_field"): 2}  # appVersion once, reason once
+
+
+def test_a_held_horizon_holds_the_learned_time_back(client, conn, database_url):
+    send(client, BOUNCE)
+    learn(conn)
+    with psycopg.connect(database_url) as held:  # a writer left open: the horizon stops here
+        held.execute("SELECT pg_current_xact_id()")
+        send(client, bounced(30))
+        arrived = conn.execute("SELECT max(received_at) FROM events").fetchone()[0]
+        shapes.learn(conn)
+        assert shapes.learned_until(conn) <= arrived  # not counted, so not "learned"
+    learn(conn)
+    assert shapes.learned_until(conn) > arrived
+
+
+def test_a_backlog_is_no_silence(conn):
+    now = datetime.now(UTC)
+    for day in range(0, 40):  # daily up to today
+        insert_sent(conn, now - timedelta(days=40 - day), day)
+    shapes.learn(conn, chunk_events=1, budget_seconds=0)  # one chunk: the oldest day only
+    assert shapes.signals(conn) == {}  # behind, not silent
+    learn(conn)
+    assert shapes.signals(conn) == {}
+
+
+def test_one_pass_a_minute_whatever_the_workers(client, conn):
+    send(client, BOUNCE)
+    first = learn(conn)
+    send(client, bounced(40))
+    assert shapes.learn(conn, min_interval=timedelta(seconds=55)).skipped
+    assert not first.skipped
+
+
+def test_junk_keys_are_bounded_in_the_database(client, conn, monkeypatch):
+    monkeypatch.setattr(shapes.rules, "MAX_FIELDS_PER_TYPE", 20)
+    send(client, opened())
+    learn(conn)
+    junk = [opened(created=n, **{f"k{n}_{i}": i for i in range(300)}) for n in range(5)]
+    send(client, *junk)
+    rows = conn.execute(shapes.COUNT_CHUNK, {
+        "start": 0, "end": 2**62, "enumerations": list(shapes.rules.ENUMERATIONS),
+        "value_pattern": shapes.rules.VALUE_PATTERN, "text": shapes.rules.TEXT,
+        "max_field": 200, "max_clients": 100, "max_types": 100, "max_fields": 20,
+        "max_values": 50,
+    }).fetchall()  # fmt: skip
+    fields = {row[2] for row in rows if row[2] is not None}
+    assert len(fields) == 20 and {"type", "clientId", "created", "recipientId"} <= fields
+    learn(conn)
+    [(recorded,)] = conn.execute(
+        "SELECT count(DISTINCT field) FROM event_shapes WHERE event_type = 'open'"
+    ).fetchall()
+    assert recorded == 20

@@ -87,9 +87,10 @@ def test_counts_add_up_over_three_workers_through_kills_and_restarts(database_ur
             pids = three_workers(server, old=pids)
             send_round(server, round_)
             assert_totals(server, round_)
-            # The live workers' files and one archive per type: no pile-up per restart.
+            # The live workers' files (counter, histogram, and the gauges' modes: livesum, max,
+            # livemostrecent) and one archive per type: no pile-up per restart.
             assert owners_of_files(metrics_dir) <= set(pids)
-            assert len(os.listdir(metrics_dir)) <= 4 * len(pids) + 3
+            assert len(os.listdir(metrics_dir)) <= 5 * len(pids) + 3
     finally:
         server.stop()
 
