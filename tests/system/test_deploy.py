@@ -239,7 +239,7 @@ def wait_for_gunicorn(process, log, url, **kwargs):
             raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_tail(log)}")
         try:
             return requests.get(url + "/healthz", timeout=1, **kwargs).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # booting on a busy machine
             return False
 
     support.wait_until(ready, timeout=30, interval=0.1)

@@ -37,6 +37,7 @@ ARGS = {
     ("report", "recipients"): [],
     ("report", "suppressions"): ["--since", "1d"],
     ("report", "dispatch"): [],
+    ("report", "schema"): [],
     ("feed", "status-changes"): [],
     ("feed", "events"): [],
     ("export",): ["--month", "2020-01", "--dir", "{dir}"],
