@@ -85,8 +85,8 @@ WITH chunk AS MATERIALIZED (
     WHERE length(f.key) <= %(max_field)s
     GROUP BY 1, 2, 3, 4, 5
 ), fields AS (
-    SELECT client_id, type, field, kind, sum(events) AS events, min(first_seen) AS first_seen,
-           max(last_seen) AS last_seen,
+    SELECT client_id, type, field, kind, sum(events)::bigint AS events,
+           min(first_seen) AS first_seen, max(last_seen) AS last_seen,
            sum(sum(events)) OVER (PARTITION BY client_id, type, field) AS field_events
     FROM pairs GROUP BY 1, 2, 3, 4
 ), ranked_fields AS (
