@@ -272,7 +272,7 @@ class ValidBatch(NamedTuple):
     (receiver.storage.events.RECORD, one array per event in the order received)."""
 
     events: list[ValidatedEvent]
-    document: str
+    document: bytes  # UTF-8 JSON, as the batch statement sends it
 
 
 def validate_batch(items) -> ValidBatch | None:
