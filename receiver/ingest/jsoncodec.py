@@ -297,7 +297,7 @@ def encode(value) -> bytes:
     return data
 
 
-def document(rows: list) -> str | None:
+def document(rows: list) -> bytes | None:
     """`rows` (tuples of plain values and parsed events) as one JSON document, when encode()
     would take every event in them as it is; else None.
 
@@ -308,7 +308,7 @@ def document(rows: list) -> str | None:
         data = orjson.dumps(rows)
     except (TypeError, orjson.JSONEncodeError):
         return None
-    return None if _has_nul_escape(data) else data.decode()
+    return None if _has_nul_escape(data) else data
 
 
 def _has_nul_escape(data: bytes) -> bool:

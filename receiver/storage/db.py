@@ -16,9 +16,12 @@ That deadline is the call's own bound or what is left of the request's (receiver
 whichever ends first.
 """
 
+import hashlib
 import logging
+import re
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 
 import psycopg
@@ -26,6 +29,7 @@ import psycopg.sql
 import psycopg_pool
 from flask import current_app
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import ExecStatus
 from psycopg_pool.base import AttemptWithBackoff
 
 from ..config import Config
@@ -526,3 +530,64 @@ def _worth_retrying(error) -> bool:
         or error.sqlstate == READ_ONLY
         or is_routing_race(error)
     )
+
+
+# The request path's two statements (the digest lookup and the batch statement) go to libpq
+# through psycopg's own connection (`Connection.pgconn`), prepared once per connection: psycopg's
+# `execute` spends ~60 us of Python per call on a cursor, adaptation and its prepare bookkeeping,
+# about what the rest of the database call costs (docs/benchmarks-history.md: #25). Everything
+# else (the connection, the pool, notices, transactions, the watchdog's cut) stays psycopg's:
+# libpq's blocking call releases the GIL and returns when the watchdog shuts the socket down,
+# and its failures are raised as the psycopg exceptions `execute` would raise, so that a
+# content error, a dead connection and a missed deadline are told apart as before.
+BYTEA = 17
+_OK = (ExecStatus.TUPLES_OK, ExecStatus.COMMAND_OK)
+# {connection: names of the statements prepared on it}: a connection is a server session.
+_prepared_on = weakref.WeakKeyDictionary()
+_statements = {}  # {(query, param_types): (name, command, formats)}, built once per statement
+
+
+def run_prepared(conn, query, params, param_types):
+    """`query` (psycopg's %s placeholders) with `params` (bytes, text format unless their
+    type in `param_types` is BYTEA, sent binary), through libpq; the PGresult, or raise.
+
+    Prepared on the connection the first time it runs there, except behind a transaction
+    pooler (prepare_threshold None: see make_pool), where every call is a one-off."""
+    key = (query, param_types)
+    statement = _statements.get(key)
+    if statement is None:
+        statement = _statements[key] = _compile(query, param_types)
+    name, command, formats = statement
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    pgconn = conn.pgconn
+    if conn.prepare_threshold is None:
+        return _checked(conn, pgconn.exec_params(command, params, param_types, formats))
+    prepared = _prepared_on.get(conn)
+    if prepared is None:
+        prepared = _prepared_on[conn] = set()
+    if name not in prepared:
+        _checked(conn, pgconn.prepare(name, command, param_types))
+        prepared.add(name)
+    return _checked(conn, pgconn.exec_prepared(name, params, formats))
+
+
+def _compile(query, param_types):
+    """(statement name, the query with $n placeholders, the parameters' formats)."""
+    numbers = iter(range(1, len(param_types) + 1))
+    command = re.sub(r"%%|%s", lambda m: "%" if m[0] == "%%" else f"${next(numbers)}", query)
+    name = "receiver_" + hashlib.sha256(command.encode()).hexdigest()[:24]
+    formats = [1 if oid == BYTEA else 0 for oid in param_types]
+    return name.encode(), command.encode(), formats
+
+
+def _checked(conn, result):
+    """`result` when it succeeded; else the exception psycopg's `execute` would raise."""
+    if result.status in _OK:
+        return result
+    if conn.pgconn.status == psycopg.pq.ConnStatus.BAD:
+        # The connection died under the call (the server went away, or the watchdog cut it):
+        # OperationalError, as psycopg says it, so the caller retries or answers 503.
+        message = conn.pgconn.get_error_message() or result.get_error_message()
+        raise psycopg.OperationalError(f"consuming input failed: {message}")
+    raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)

@@ -12,6 +12,8 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
+import orjson
+
 from . import db
 
 # Longer than Campaign's three days of retries, so a retry always finds its row; shorter than
@@ -43,10 +45,15 @@ def digest(body: bytes) -> bytes:
 def find(pool, body_digest: bytes, deadline=None) -> Delivery | None:
     """The earlier delivery of this body, if it was committed whole; DatabaseUnavailable as
     every other database call of the request (`deadline`: the request's)."""
-    row = db.run_on_connection(
-        pool, lambda conn: conn.execute(FIND, (body_digest,)).fetchone(), deadline=deadline
-    )
-    return Delivery(*row) if row else None
+    return db.run_on_connection(pool, lambda conn: find_on(conn, body_digest), deadline=deadline)
+
+
+def find_on(conn, body_digest: bytes) -> Delivery | None:
+    """`find` on a connection the caller holds (through libpq: db.run_prepared)."""
+    result = db.run_prepared(conn, FIND, [body_digest], (db.BYTEA,))
+    if not result.ntuples:
+        return None
+    return Delivery(int(result.get_value(0, 0)), orjson.loads(result.get_value(0, 1)))
 
 
 def count(conn) -> int:

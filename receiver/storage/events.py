@@ -225,6 +225,22 @@ class BatchResult:
         return {(client, kind) for kind, client, *_ in self.groups}
 
 
+def groups(result, encoding) -> list:
+    """The batch statement's rows (BatchResult.groups) from its text-format PGresult;
+    `encoding`: the connection's (the event types are text)."""
+    value = result.get_value
+    return [
+        (
+            value(row, 0).decode(encoding),
+            int(value(row, 1)),
+            int(value(row, 2)),
+            int(value(row, 3)),
+            float(value(row, 4)),
+        )
+        for row in range(result.ntuples)
+    ]
+
+
 def count_stored(groups) -> int:
     """Events stored, from the batch statement's rows (BatchResult.groups)."""
     return sum(group[3] for group in groups)
@@ -244,18 +260,19 @@ def store_batch(pool, events, rejected, delivery=None, document=None, deadline=N
     def write(conn):
         if not rejected:
             # The common case. The pool's connections are in autocommit, so this statement is a
-            # transaction of its own: execute() returns after PostgreSQL has committed it (the
-            # server commits before ReadyForQuery), in one round trip instead of three.
+            # transaction of its own: the call returns after PostgreSQL has committed it (the
+            # server commits before ReadyForQuery, which libpq waits for), in one round trip
+            # instead of three.
             rows = document or recordset(events)
             if delivery is None:
-                statement, params = INSERT_EVENTS, (rows,)
+                statement, params, types = INSERT_EVENTS, [rows], (0,)
             else:
                 body_digest, counts = delivery
-                statement = INSERT_EVENTS_DELIVERED
-                counts = orjson.dumps(counts).decode()
-                params = (rows, body_digest, len(events), counts)
+                statement, types = INSERT_EVENTS_DELIVERED, (0, db.BYTEA, 0, 0)
+                params = [rows, body_digest, b"%d" % len(events), orjson.dumps(counts)]
             try:
-                return BatchResult(conn.execute(statement, params).fetchall())
+                result = db.run_prepared(conn, statement, params, types)
+                return BatchResult(groups(result, conn.info.encoding))
             except psycopg.Error as error:
                 if not db.is_content_error(error):
                     raise
@@ -280,7 +297,7 @@ def insert_events(conn, events) -> tuple[list, list]:
         return [], []
     try:
         with conn.transaction():
-            return conn.execute(INSERT_EVENTS, (recordset(events),)).fetchall(), []
+            return conn.execute(INSERT_EVENTS, (recordset(events).decode(),)).fetchall(), []
     except psycopg.Error as error:
         if not db.is_content_error(error):
             raise
@@ -289,7 +306,7 @@ def insert_events(conn, events) -> tuple[list, list]:
     for event in sorted(events, key=INSERT_ORDER):
         try:
             with conn.transaction():
-                stored += conn.execute(INSERT_EVENTS, (recordset([event]),)).fetchall()
+                stored += conn.execute(INSERT_EVENTS, (recordset([event]).decode(),)).fetchall()
         except psycopg.Error as error:
             if not db.is_content_error(error):
                 raise
@@ -304,16 +321,17 @@ def rows_by_mail_id(conn, client_id, mailing_ids, tag) -> dict:
     return dict(conn.execute(RUN_ROWS, params).fetchall())
 
 
-def recordset(events) -> str:
-    """The batch's JSON document: one array per event, its payload embedded as received."""
+def recordset(events) -> bytes:
+    """The batch's JSON document (UTF-8): one array per event, its payload embedded as
+    received."""
     rows = list(map(tuple, events))  # orjson writes tuples itself; a NamedTuple needs a call
     try:
-        return orjson.dumps(rows, default=_as_json).decode()
+        return orjson.dumps(rows, default=_as_json)
     except orjson.JSONEncodeError:
         # A parsed payload within orjson's nesting limit on its own but not two levels deeper,
         # inside the document: each payload serialised alone, then embedded as bytes.
         rows = [(*event[:-1], event.content) for event in events]
-        return orjson.dumps(rows, default=_as_json).decode()
+        return orjson.dumps(rows, default=_as_json)
 
 
 def _as_json(value):

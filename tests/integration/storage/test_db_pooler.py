@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from receiver.storage import db
+from receiver.storage import db, deliveries
 
 from support import admin_execute
 
@@ -84,6 +84,7 @@ def test_behind_a_transaction_pooler_nothing_is_prepared_nor_set(config, open_po
     def work(conn):
         for _ in range(10):  # psycopg prepares a statement on its 5th run, unless told not to
             conn.execute("SELECT count(*) FROM events WHERE client_id = %s", (1,))
+            deliveries.find_on(conn, b"\0" * 32)  # the receiver's own, through libpq
         prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0]
         return conn.prepare_threshold, prepared, settings_of(conn)["statement_timeout"]
 

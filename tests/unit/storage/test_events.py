@@ -28,7 +28,7 @@ def test_every_column_is_either_in_the_document_or_extracted_from_the_payload():
 def test_an_event_is_one_array_its_checked_payload_embedded_as_is():
     validated = schemas.validate_event({"type": "open", "clientId": 1, "created": 5, "id": "k"})
     assert events.recordset([validated]) == (
-        '[["k","k",1,"open",5,null,null,null,{"type":"open","clientId":1,"created":5,"id":"k"}]]'
+        b'[["k","k",1,"open",5,null,null,null,{"type":"open","clientId":1,"created":5,"id":"k"}]]'
     )
 
 
