@@ -14,8 +14,6 @@ from datetime import timedelta
 
 from . import EVENT_TYPES, LISTED_AS
 
-JSON_KINDS = ("string", "number", "boolean", "object", "array", "null")
-CHANGES = ("new_type", "new_field", "kind_changed", "new_value")
 # ../shared/campaign-webhooks.md: the types as webhooks are created, and as events name them.
 DOCUMENTED_TYPES = frozenset(EVENT_TYPES) | frozenset(LISTED_AS.values())
 # The fields the vendor's samples and spec show, with the kinds they show them in: those of

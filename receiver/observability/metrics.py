@@ -288,7 +288,6 @@ CAMPAIGN_SHAPES_LEARNED = Gauge(
     # shares the file of the gauges above (a mode more would be a file more per worker).
     multiprocess_mode="livemostrecent",
 )
-CHANGE_SIGNALS = ("new_type", "new_field", "kind_changed", "new_value", "silent_type")
 _change_series = set()
 
 

@@ -209,7 +209,6 @@ COUNT_FORGOTTEN = "SELECT count(*) FROM event_shapes WHERE last_seen_at < %s"
 @dataclass
 class LearnReport:
     events: int = 0  # events counted
-    chunks: int = 0
     changes: list = field(default_factory=list)  # the new changes, as dicts
     caught_up: bool = False  # reached the feed's horizon
     skipped: bool = False  # another pass held the lock
@@ -267,7 +266,6 @@ def learn(
             for noticed in changes:  # committed: said once, whatever happens to the pass next
                 logger.warning("Campaign sends something new", extra={"fields": noticed})
             report.events += counted
-            report.chunks += 1
             report.changes += changes
             position = end
         report.caught_up = position >= horizon
