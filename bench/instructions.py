@@ -12,16 +12,27 @@ under `valgrind --tool=callgrind`, for two values of N; the difference of the to
 difference of N is what one more batch costs, start-up and imports cancelled out. gunicorn is
 not in it (see bench/http_floor.py for its share). Needs valgrind (Debian: `apt-get install
 valgrind`); a run takes about a minute and a half per tree.
+
+With --http, each tree is counted the way it serves: gunicorn with the packaged settings (one
+worker, its four threads) under callgrind, the batches posted over one kept-alive connection,
+the worker's instructions per batch; with --peer, bench/peer_fastapi.py under uvicorn is
+counted alike, and the ratio printed is make bench's "worker CPU per fresh batch" without the
+machine's noise. (Counts weigh every instruction alike: the SHA-256 of the body and orjson's
+loops cost fewer cycles each than the interpreter's, so compare like with like.)
 """
 
 import argparse
 import base64
+import http.client
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -36,8 +47,14 @@ def main():
     parser.add_argument(
         "--server", help="PostgreSQL URL (default: BENCH_DATABASE_URL, else an embedded one)"
     )
+    parser.add_argument("--http", action="store_true", help="count each tree through gunicorn")
+    parser.add_argument(
+        "--peer", action="store_true", help="with --http: also the FastAPI peer (bench-peer extra)"
+    )
     parser.add_argument("--child", nargs=3, metavar=("ROOT", "BODIES", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peer and not args.http:
+        parser.error("--peer counts through a server: add --http")
     if args.child:
         return post_batches(Path(args.child[0]), Path(args.child[1]), int(args.child[2]), args)
     if not shutil.which("valgrind"):
@@ -50,14 +67,19 @@ def main():
         trees = {"after (working tree)": ROOT}
         if args.before:
             trees = {f"before ({args.before})": export(args.before, scratch / "before"), **trees}
+        if args.peer:
+            trees = {"peer (bench/peer_fastapi.py)": PEER, **trees}
+        counter = count_http if args.http else count
+        where = " through the server" if args.http else ""
         counts = {}
         for label, tree in trees.items():
-            totals = [count(tree, bodies, n, args.server) for n in (low, high)]
+            totals = [counter(tree, bodies, n, args.server) for n in (low, high)]
             counts[label] = (totals[1] - totals[0]) / (high - low)
-            print(f"{label}: {counts[label] / 1e6:.2f} M instructions per fresh batch")
-    if len(counts) == 2:
-        before, after = counts.values()
-        print(f"after / before: {after / before:.2f}")
+            print(f"{label}: {counts[label] / 1e6:.2f} M instructions per fresh batch{where}")
+    after = counts["after (working tree)"]
+    for label, figure in counts.items():
+        if not label.startswith("after"):
+            print(f"after / {label.split(' ')[0]}: {after / figure:.2f}")
     return 0
 
 
@@ -110,6 +132,108 @@ def count(tree, bodies, batches, server):
     if done.returncode != 0 or not found:
         sys.exit(f"bench/instructions.py: the run under valgrind failed:\n{done.stderr[-3000:]}")
     return int(found.group(1))
+
+
+PEER = "peer"  # counted through uvicorn: bench/peer_fastapi.py, not a receiver tree
+
+
+def count_http(tree, bodies, batches, server):
+    """Instructions of the serving process (gunicorn's worker, or uvicorn) while it answers
+    WARMUP and then `batches` fresh batches over one kept-alive connection, into a database of
+    its own."""
+    sys.path.insert(0, str(ROOT))
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from receiver.storage.migrate import migrate
+
+    name = f"receiver_instructions_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    with tempfile.TemporaryDirectory(prefix="receiver-callgrind-") as out:
+        try:
+            url = make_conninfo(server, dbname=name)
+            migrate(url)
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            command, env, cwd = serving_command(tree, port, url)
+            valgrind = ["valgrind", "--tool=callgrind", "--trace-children=yes"]
+            process = subprocess.Popen(
+                [*valgrind, f"--callgrind-out-file={out}/callgrind.%p", *command],
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                connection = wait_ready(port, process)
+                for body in bodies.read_bytes().split(b"\n")[: WARMUP + batches]:
+                    post(connection, body)
+                connection.close()
+            finally:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=300)
+        finally:
+            with psycopg.connect(server, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # One file per process: the one that served is the one that counted the most.
+        return max(callgrind_total(path) for path in Path(out).glob("callgrind.*"))
+
+
+def serving_command(tree, port, url):
+    """(command, environment, working directory) of the server for `tree` on `port`."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "RECEIVER_BASIC_AUTH": "u:p",
+        "PEER_BASIC_AUTH": "u:p",
+        "LOG_LEVEL": "WARNING",
+        "RECEIVER_LEARN_SHAPES": "off",
+        "WEB_CONCURRENCY": "1",
+    }
+    if tree == PEER:
+        command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench")]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop"]
+        command += ["--http", "httptools", "--log-level", "warning", "--no-access-log"]
+        return [*command, "peer_fastapi:app"], env, ROOT
+    env["PYTHONPATH"] = str(tree)  # the tree's receiver before any installed one
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:receiver.web.gunicorn_conf"]
+    return [*command, "--bind", f"127.0.0.1:{port}", "receiver:create_app()"], env, tree
+
+
+def wait_ready(port, process):
+    """A connection to the server once /readyz answers 200 (minutes under valgrind)."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            connection.request("GET", "/readyz")
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status == 200:
+                return connection
+        except OSError:
+            pass
+        time.sleep(1)
+    sys.exit("bench/instructions.py: the server under valgrind did not become ready")
+
+
+def post(connection, body):
+    """POST one batch; it must be answered 200 with all 100 events stored."""
+    token = base64.b64encode(b"u:p").decode()
+    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    connection.request("POST", "/webhook", body, headers)
+    answer = connection.getresponse()
+    data = answer.read()
+    if answer.status != 200 or b'"stored":100' not in data:
+        sys.exit(f"bench/instructions.py: a batch was answered {answer.status}: {data[:200]!r}")
+
+
+def callgrind_total(path):
+    """The instructions one callgrind output file counts."""
+    found = re.search(rb"^(?:summary|totals): (\d+)", path.read_bytes(), re.MULTILINE)
+    return int(found.group(1)) if found else 0
 
 
 def post_batches(tree, bodies, batches, args):
