@@ -178,12 +178,21 @@ def observe_buckets(histogram, counts, total):
 
 
 def observe_pool(pool):
-    """Copy the pool's counters into the gauges (after each request; a dict read, no I/O)."""
+    """Copy the pool's counters into the gauges (after each request; a dict read, no I/O),
+    writing only the ones that changed since this process last wrote them: most requests find
+    the pool as the one before left it, and each write is a locked write to a metrics file."""
     stats = pool.get_stats()
     size, idle = stats.get("pool_size", 0), stats.get("pool_available", 0)
-    POOL_CONNECTIONS.labels("in_use").set(size - idle)
-    POOL_CONNECTIONS.labels("idle").set(idle)
-    POOL_CONNECTIONS.labels("waiting").set(stats.get("requests_waiting", 0))
+    for state, value in zip(
+        _POOL_STATES, (size - idle, idle, stats.get("requests_waiting", 0)), strict=True
+    ):
+        if _pool_written.get(state) != value:
+            _pool_written[state] = value
+            POOL_CONNECTIONS.labels(state).set(value)
+
+
+_POOL_STATES = ("in_use", "idle", "waiting")
+_pool_written = {}  # state: the value this process last wrote to POOL_CONNECTIONS
 
 
 def observe_stored_clients(pairs):

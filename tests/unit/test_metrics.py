@@ -69,3 +69,43 @@ def test_made_up_client_ids_stop_at_the_series_cap(monkeypatch):
     assert len(metrics._clients_seen) == metrics.MAX_CLIENT_SERIES
     kept = sum(client_gauge(client, "other") is not None for client, _ in flood)
     assert kept == metrics.MAX_CLIENT_SERIES
+
+
+class Pool:
+    """A pool's get_stats(), as psycopg_pool gives it, set by the test."""
+
+    def __init__(self):
+        self.stats = {}
+
+    def get_stats(self):
+        return dict(self.stats)
+
+
+def test_the_pool_gauges_follow_the_pool_and_are_written_only_when_they_change(monkeypatch):
+    monkeypatch.setattr(metrics, "_pool_written", {})
+    written = []
+    real_labels = metrics.POOL_CONNECTIONS.labels
+
+    def labels(state):
+        written.append(state)
+        return real_labels(state)
+
+    monkeypatch.setattr(metrics.POOL_CONNECTIONS, "labels", labels)
+    pool = Pool()
+
+    def gauges():
+        return {state: real_labels(state)._value.get() for state in metrics._POOL_STATES}
+
+    pool.stats = {"pool_size": 4, "pool_available": 3}
+    metrics.observe_pool(pool)
+    assert gauges() == {"in_use": 1, "idle": 3, "waiting": 0}
+    assert sorted(written) == ["idle", "in_use", "waiting"]
+
+    written.clear()
+    metrics.observe_pool(pool)  # nothing changed: nothing written
+    assert written == []
+
+    pool.stats = {"pool_size": 4, "pool_available": 0, "requests_waiting": 2}
+    metrics.observe_pool(pool)
+    assert gauges() == {"in_use": 4, "idle": 0, "waiting": 2}
+    assert sorted(written) == ["idle", "in_use", "waiting"]
