@@ -114,7 +114,7 @@ def _take(body, config, pool, deadline, content_encoding) -> Outcome:
         return redelivered(earlier)
 
     try:
-        items = jsoncodec.decode_batch(body, max_items=config.max_batch)
+        items, listed = jsoncodec.parse_batch(body, max_items=config.max_batch)
     except jsoncodec.TooManyItems as error:
         # Refused before the body was parsed into objects: nothing stored. Campaign never sends
         # more than 100 events; it is someone else.
@@ -126,7 +126,7 @@ def _take(body, config, pool, deadline, content_encoding) -> Outcome:
         quarantine.keep_body(pool, body, str(error), deadline)
         return body_kept("bad_body", str(error))
 
-    valid, rejected, document = validate_items(items, body)
+    valid, rejected, document = validate_items(items, body, listed)
     valid_counts = count_by_label(map(EVENT_TYPE, valid))
     started = time.perf_counter()
     result = events.store_batch(
@@ -187,11 +187,14 @@ def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
             return b"".join(out)
 
 
-def validate_items(items, body):
+def validate_items(items, body, listed=None):
     """Split items into storable events and quarantine entries with their reasons; with them
-    the batch statement's document when the batch was validated whole (else None)."""
-    batch = schemas.validate_batch(items)
+    the batch statement's document when the batch was validated whole (else None). `listed`:
+    the bytes orjson read the items from as one list (jsoncodec.ParsedBatch), if it did."""
+    batch = schemas.validate_batch(items, listed)
     if batch is not None:  # the usual batch: every event valid, validated as one
+        if batch.keys is not None:  # stored from the list as received
+            return batch.events, [], events.Listed(batch.document, batch.keys)
         return batch.events, [], batch.document
     valid, rejected = [], []
     for item, outcome in schemas.validate_events(items):

@@ -31,13 +31,23 @@ UTF8_BOM = b"\xef\xbb\xbf"
 # everything else to "0". A long number is then a substring search, and so is the only place a
 # tiny exponent can be ("e-111"), both done in C (a regex for the same costs four times orjson's
 # whole parse; a search for "e-" in the body stops at every "e" of every word).
+# The opening brackets are "(" in it, so that one count bounds how deeply the body nests.
 _NUMBER_SHAPE = bytes.maketrans(
     bytes(range(256)),
     bytes(
-        49 if chr(b) in "0123456789." else 101 if chr(b) in "eE" else 45 if b == 45 else 48
+        49
+        if chr(b) in "0123456789."
+        else 101
+        if chr(b) in "eE"
+        else 45
+        if b == 45
+        else 40
+        if chr(b) in "[{"
+        else 48
         for b in range(256)
     ),
 )
+_OPENER = b"("
 _LONG_NUMBER = b"1" * 16
 # Found by the regex engine's literal search: in a shape of four symbols, bytes.find's skip
 # table skips little (a bench batch: 32 µs against 16; docs/benchmarks-history.md, #25).
@@ -71,6 +81,8 @@ UNCOUNTED_BYTES_PER_ITEM = 1024
 UNSCANNED_VALUES_PER_ITEM = 100
 # orjson's nesting limit (the standard library's is the interpreter's recursion limit, lower).
 ORJSON_MAX_DEPTH = 1024
+# How deeply orjson writes (it refuses to write deeper).
+ORJSON_MAX_WRITE_DEPTH = 255
 
 
 class BadBody(ValueError):
@@ -94,6 +106,17 @@ class Unparsed(NamedTuple):
     reason: str
 
 
+class ParsedBatch(NamedTuple):
+    """A body's items, and `listed`: the bytes orjson read them from whole as one JSON list,
+    when it did and PostgreSQL may store them from those bytes as they are (the usual body:
+    _storable_as_listed), else None (a bare object, a list parsed item by item or by the
+    standard library, a NUL escape, deep nesting). PostgreSQL reads the same events from
+    `listed` as orjson did."""
+
+    items: list
+    listed: bytes | None
+
+
 def decode_batch(body: bytes, max_items: int | None = None) -> list:
     """Parse a request body into a list of items (a bare object is a batch of one).
 
@@ -101,6 +124,11 @@ def decode_batch(body: bytes, max_items: int | None = None) -> list:
     when the body is no JSON list or object (or a list of unsound structure). With `max_items`,
     TooManyItems when the body holds more items than that, found before the body is parsed
     when it could be costly (see UNCOUNTED_BYTES_PER_ITEM)."""
+    return parse_batch(body, max_items).items
+
+
+def parse_batch(body: bytes, max_items: int | None = None) -> ParsedBatch:
+    """decode_batch's items, with the bytes of the list orjson read them from (ParsedBatch)."""
     if body.startswith(UTF8_BOM):
         body = body[len(UTF8_BOM) :]
     if not body.strip():
@@ -112,8 +140,12 @@ def decode_batch(body: bytes, max_items: int | None = None) -> list:
         and _more_items_than(body, max_items)
     ):
         raise TooManyItems(f"more than {max_items} events")
+    listed = None
+    shape = body.translate(_NUMBER_SHAPE)
     try:
-        document = _loads(body)
+        document, by_orjson = _parse(body, shape)
+        if by_orjson and type(document) is list and _storable_as_listed(body, shape, document):
+            listed = body
     except (ValueError, RecursionError) as error:
         # One item no parser reads (nested too deeply, or not JSON) must not hold back the
         # others: a list of sound structure is parsed item by item.
@@ -121,18 +153,34 @@ def decode_batch(body: bytes, max_items: int | None = None) -> list:
     if isinstance(document, list):
         if max_items is not None and len(document) > max_items:
             raise TooManyItems(f"more than {max_items} events")
-        return document
+        return ParsedBatch(document, listed)
     if isinstance(document, dict):
-        return [document]
+        return ParsedBatch([document], None)
     raise BadBody(f"JSON body is a {type(document).__name__}, not a list of events or an event")
+
+
+def _storable_as_listed(body: bytes, shape: bytes, items: list) -> bool:
+    """Whether PostgreSQL may take `items` from `body` as it is (ParsedBatch.listed): no NUL
+    escape, which jsonb refuses, and every item one that encode() writes as it is, which the
+    per-event paths need if PostgreSQL refuses one of them. The nesting is bounded by the
+    body's opening brackets, counted in its shape: a usual batch (two an event) has far fewer
+    than orjson writes deep; any other is written once to find out."""
+    if shape.count(_OPENER) < ORJSON_MAX_WRITE_DEPTH:
+        return not has_nul_escape(body)
+    return storable(items)
 
 
 def _loads(data: bytes):
     """`data` parsed by orjson, or by the standard library where orjson would lose digits;
     the first parser's error when no parser takes it."""
-    exact = needs_exact_parse(data)
+    return _parse(data)[0]
+
+
+def _parse(data: bytes, shape: bytes | None = None):
+    """(`_loads(data)`, whether orjson parsed it); `shape`: data's, if known already."""
+    exact = needs_exact_parse(data, shape)
     try:
-        return _loads_exact(data) if exact else orjson.loads(data)
+        return (_loads_exact(data), False) if exact else (orjson.loads(data), True)
     except (ValueError, RecursionError) as error:  # orjson.JSONDecodeError is a ValueError
         if exact:
             raise
@@ -140,7 +188,7 @@ def _loads(data: bytes):
     # orjson refuses some JSON the standard parser takes (an unpaired surrogate escape in one
     # event): parse it that way, so only that event is quarantined, not the batch.
     try:
-        return _loads_exact(data)
+        return _loads_exact(data), False
     except (ValueError, RecursionError):
         raise first from None
 
@@ -251,10 +299,11 @@ def _more_items_than(body: bytes, limit: int) -> bool:
     return False
 
 
-def needs_exact_parse(body: bytes) -> bool:
+def needs_exact_parse(body: bytes, shape: bytes | None = None) -> bool:
     """True when the body may hold a number orjson would not read exactly: a long one, or one
     with a tiny exponent (looked for only where the body's shape allows one)."""
-    shape = body.translate(_NUMBER_SHAPE)
+    if shape is None:
+        shape = body.translate(_NUMBER_SHAPE)
     return _LONG_NUMBER in shape or has_tiny_exponent(body, shape)
 
 
@@ -295,7 +344,7 @@ def _ends_a_number_token(body, exponent_at) -> bool:
 def encode(value) -> bytes:
     """Serialise for storage; raise Unstorable for what jsonb cannot hold."""
     data = _dumps(value)
-    if _has_nul_escape(data):
+    if has_nul_escape(data):
         raise Unstorable("contains a NUL character (\\u0000), which PostgreSQL cannot store")
     return data
 
@@ -311,10 +360,22 @@ def document(rows: list) -> bytes | None:
         data = orjson.dumps(rows)
     except (TypeError, orjson.JSONEncodeError):
         return None
-    return None if _has_nul_escape(data) else data
+    return None if has_nul_escape(data) else data
 
 
-def _has_nul_escape(data: bytes) -> bool:
+def storable(items: list) -> bool:
+    """Whether encode() would take every one of these parsed items as it is: the check of
+    document() without writing a document (orjson writes nothing deeper than 255 levels, and a
+    payload it cannot write is not stored as it was parsed)."""
+    try:
+        data = orjson.dumps(items)
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+    return not has_nul_escape(data)
+
+
+def has_nul_escape(data: bytes) -> bool:
+    """Whether JSON text `data` holds a NUL escape (\\u0000), which jsonb refuses."""
     # A backslash first: one memchr, where a search for the escape stops at every digit 0.
     return b"\\" in data and b"\\u0000" in data and _NUL_ESCAPE.search(data) is not None
 

@@ -269,20 +269,29 @@ class InvalidEvent(ValueError):
 
 
 class ValidBatch(NamedTuple):
-    """A batch whose every item is valid: its events, and the document they are stored with
-    (receiver.storage.events.RECORD, one array per event in the order received)."""
+    """A batch whose every item is valid: its events, and the document they are stored with.
+
+    Either the list as received (`listed`, from jsoncodec.ParsedBatch) with `keys`, the
+    events' keys as a JSON array in the same order, and PostgreSQL takes every column from the
+    events themselves (receiver.storage.events.LISTED); or, with `keys` None, a document
+    written here (receiver.storage.events.RECORD, one array per event in the order received)."""
 
     events: list[ValidatedEvent]
     document: bytes  # UTF-8 JSON, as the batch statement sends it
+    keys: bytes | None = None
 
 
-def validate_batch(items) -> ValidBatch | None:
+def validate_batch(items, listed: bytes | None = None) -> ValidBatch | None:
     """Every item as a ValidatedEvent, from one marshmallow load of the batch as columns; None
     when any item is invalid or cannot be stored as parsed (validate_events then says which).
 
     The usual batch, so everything per event here is done in C where it can be: the columns
-    are checked whole (Column), the rows built by zip, and one dump of them is both the check
-    that every payload can be stored as parsed and the batch statement's document."""
+    are checked whole (Column), the rows built by zip. `listed`, the bytes orjson read the
+    items from (jsoncodec.ParsedBatch: checked there that PostgreSQL may store them as they
+    are), is then their document as it is, with their keys beside it: PostgreSQL reads from it
+    what validation read (the same values: checked here, cast there), and nothing is written
+    again. Without it, one dump of the rows is both the check that every payload can be
+    stored as parsed and the batch statement's document."""
     if not items or any(type(item) is not dict for item in items):
         return None
     try:
@@ -313,6 +322,9 @@ def validate_batch(items) -> ValidBatch | None:
             strict=True,
         )
     )
+    if listed is not None:
+        # Every key is text orjson parsed (or a digest), so it is written back as it is.
+        return ValidBatch(list(map(_as_event, rows)), listed, orjson.dumps(keys))
     document = jsoncodec.document(rows)
     if document is None:
         return None

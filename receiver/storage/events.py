@@ -10,6 +10,7 @@ re-delivered event keeps its `created`, so it meets its first copy in the same p
 import operator
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 import psycopg
@@ -65,6 +66,15 @@ EXTRACTED_COLUMNS = {
     "browser": f"CASE WHEN {_OPEN_OR_CLICK} THEN r.payload->>'browser' END",
     "remote_address": f"CASE WHEN {_OPEN_OR_CLICK} THEN r.payload->>'remoteAddress' END",
 }
+
+
+def _created_at(millis):
+    """created_at from an expression of epoch milliseconds as text: exact whatever the year and
+    TimeZone (whole seconds through a double are exact up to year 9999, the rest is an interval
+    of whole ms; %% is the modulo, escaped for the driver's placeholders)."""
+    return f"to_timestamp(({millis})::bigint / 1000) + ({millis})::bigint %% 1000 * interval '1 ms'"
+
+
 # The batch's document holds one array per event (schemas.ValidatedEvent, in this order): the
 # column each position fills, and how PostgreSQL reads it from the event's array `e` (`->>`:
 # as text, NULL for a JSON null).
@@ -73,13 +83,7 @@ RECORD = (
     ("event_id", "e->>1"),
     ("client_id", "(e->>2)::bigint"),
     ("type", "e->>3"),
-    # Epoch milliseconds, converted exactly whatever the year and TimeZone: whole seconds
-    # through a double are exact up to year 9999, the rest is an interval of whole ms (%% is
-    # the modulo, escaped for the driver's placeholders).
-    (
-        "created_at",
-        "to_timestamp((e->>4)::bigint / 1000) + (e->>4)::bigint %% 1000 * interval '1 ms'",
-    ),
+    ("created_at", _created_at("e->>4")),
     ("mailing_id", "(e->>5)::bigint"),
     ("user_list_id", "(e->>6)::bigint"),
     ("subscription_id", "(e->>7)::bigint"),
@@ -93,6 +97,42 @@ RECORD_SELECT = " ".join(
         "FROM jsonb_array_elements(%s::jsonb) AS e",
     ]
 )
+
+
+# The other document of a batch: its events as the JSON list they came in (validated whole by
+# receiver.ingest.schemas.validate_batch, parsed by orjson from exactly these bytes), and their
+# keys as a JSON array in the same order. Each column is read from the event `p` under the key
+# EventSchema validated it from, cast as RECORD casts it: validation admits only integers and
+# strings of digits for the ids and `created`, which `->>` gives as their digits either way, so
+# the columns are the values validation checked. Nothing of the batch is written again in
+# Python (docs/benchmarks-history.md: #25).
+LISTED = (
+    ("event_key", "k.key"),
+    ("event_id", "p->>'id'"),
+    ("client_id", "(p->>'clientId')::bigint"),
+    ("type", "p->>'type'"),
+    ("created_at", _created_at("p->>'created'")),
+    ("mailing_id", "(p->>'mailingId')::bigint"),
+    ("user_list_id", "(p->>'userListId')::bigint"),
+    ("subscription_id", "(p->>'subscriptionId')::bigint"),
+    ("payload", "p"),
+)
+LISTED_SELECT = " ".join(
+    [
+        "SELECT",
+        ", ".join(f"{expression} AS {name}" for name, expression in LISTED),
+        "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS l(p, n)",
+        "JOIN jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS k(key, n) USING (n)",
+    ]
+)
+
+
+class Listed(NamedTuple):
+    """A batch's events as the JSON list they arrived in, and their keys (a JSON array in the
+    same order): the document of LISTED_SELECT."""
+
+    events: bytes
+    keys: bytes
 
 
 # Inserting in one global order means two transactions never wait on each other's keys in
@@ -157,9 +197,10 @@ LAG_BUCKET = "".join(
 )
 
 
-def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False):
+def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False, rows=RECORD_SELECT):
     """The batch statement; `status_steps` is replaceable so bench/reporting.py can price it;
-    with `delivery`, it also records the body's digest (three more parameters)."""
+    with `delivery`, it also records the body's digest (three more parameters). `rows`: where
+    the events come from, RECORD_SELECT (one parameter) or LISTED_SELECT (two)."""
     names = ", ".join(name for name, _ in EVENT_COLUMNS)
     values = ", ".join(EXTRACTED_COLUMNS.get(name, f"r.{name}") for name, _ in EVENT_COLUMNS)
     # One statement per batch, its rows as one JSON document of arrays, one per event in
@@ -170,7 +211,7 @@ def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False):
     return (
         f"WITH stored AS (\n"
         f"INSERT INTO events ({names})\n"
-        f"SELECT {values} FROM ({RECORD_SELECT}) AS r\n"
+        f"SELECT {values} FROM ({rows}) AS r\n"
         f"ORDER BY {INSERT_ORDER_SQL}\n"
         "ON CONFLICT (client_id, type, created_at, event_key) DO NOTHING\n"
         f"RETURNING {STORED_COLUMNS}\n"
@@ -184,6 +225,8 @@ def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False):
 
 INSERT_EVENTS = insert_events_sql()
 INSERT_EVENTS_DELIVERED = insert_events_sql(delivery=True)
+INSERT_LISTED = insert_events_sql(rows=LISTED_SELECT)
+INSERT_LISTED_DELIVERED = insert_events_sql(delivery=True, rows=LISTED_SELECT)
 # `receiver simulate --verify`: a run's rows by mail id, counted by content. The mailing ids
 # find them through events_mailing (client_id, mailing_id, type), whatever else the client has;
 # the run's tag, in front of every mail id, keeps out any other run's rows.
@@ -250,10 +293,11 @@ def store_batch(pool, events, rejected, delivery=None, document=None, deadline=N
     """Store valid events and quarantine the rest, atomically; return what was stored.
 
     `events` are schemas.ValidatedEvent; `document`, when validation wrote it, their
-    recordset(). Returns only after COMMIT: the caller's 200 must mean the events are durable.
-    `delivery`, (body digest, {type label: events}), is recorded with the events when the
-    whole batch is stored as events in one statement, and only then: a batch with anything
-    quarantined must take the full path when it comes again. `deadline`: the request's."""
+    recordset(), or the list they arrived in (a Listed). Returns only after COMMIT: the
+    caller's 200 must mean the events are durable. `delivery`, (body digest, {type label:
+    events}), is recorded with the events when the whole batch is stored as events in one
+    statement, and only then: a batch with anything quarantined must take the full path when
+    it comes again. `deadline`: the request's."""
     if not events and not rejected:
         return BatchResult()
 
@@ -263,13 +307,7 @@ def store_batch(pool, events, rejected, delivery=None, document=None, deadline=N
             # transaction of its own: the call returns after PostgreSQL has committed it (the
             # server commits before ReadyForQuery, which libpq waits for), in one round trip
             # instead of three.
-            rows = document or recordset(events)
-            if delivery is None:
-                statement, params, types = INSERT_EVENTS, [rows], (0,)
-            else:
-                body_digest, counts = delivery
-                statement, types = INSERT_EVENTS_DELIVERED, (0, db.BYTEA, 0, 0)
-                params = [rows, body_digest, b"%d" % len(events), orjson.dumps(counts)]
+            statement, params, types = _batch_statement(events, document, delivery)
             try:
                 result = db.run_prepared(conn, statement, params, types)
                 return BatchResult(groups(result, conn.info.encoding))
@@ -284,6 +322,21 @@ def store_batch(pool, events, rejected, delivery=None, document=None, deadline=N
         return result
 
     return db.run_on_connection(pool, write, deadline=deadline)
+
+
+def _batch_statement(events, document, delivery):
+    """(statement, parameters, their types) of one batch's statement: from the list as received
+    (a Listed document) or from a RECORD document, with its delivery row when given."""
+    if type(document) is Listed:
+        plain, delivered, params = INSERT_LISTED, INSERT_LISTED_DELIVERED, list(document)
+    else:
+        params = [document or recordset(events)]
+        plain, delivered = INSERT_EVENTS, INSERT_EVENTS_DELIVERED
+    if delivery is None:
+        return plain, params, (0,) * len(params)
+    body_digest, counts = delivery
+    params += [body_digest, b"%d" % len(events), orjson.dumps(counts)]
+    return delivered, params, (0,) * (len(params) - 3) + (db.BYTEA, 0, 0)
 
 
 def insert_events(conn, events) -> tuple[list, list]:

@@ -5,11 +5,12 @@ import bisect
 import random
 import threading
 
+import orjson
 import psycopg_pool
 import pytest
 
 from receiver.campaign import EVENT_TYPES, LISTED_AS, STATUS_TYPES
-from receiver.ingest import schemas
+from receiver.ingest import jsoncodec, schemas
 from receiver.observability import metrics
 from receiver.storage import events
 from receiver.storage.quarantine import Rejected
@@ -117,3 +118,46 @@ def test_the_status_types_are_those_event_status_gives_a_status(query):
     )
 
     assert [kind for (kind,) in rows] == sorted(STATUS_TYPES)
+
+
+# Values validation admits in several spellings, each of which PostgreSQL must read from the
+# list as received exactly as validation read it (receiver.storage.events.LISTED).
+SPELLINGS = [
+    event(id=7, clientId="0012", created="1617108575391", mailingId=None, subscriptionId="5"),
+    event(id="sha256:forged", userListId=9, recipientId="zoë@example.org"),
+    event(id="", created=-1000, mediaTypesToAddresses={"EMAIL": "a@example.org"}, extra=[1, 2.5]),
+    {**event(), "type": "bounce", "category": "softbounce", "thresholdExceeded": True},
+    {**event(), "type": "click", "link": "https://example.org/ü", "device": "mobile"},
+    {**event(id="id:escaped"), "type": "brandnewtype", "big": 12345678901234},
+]
+COLUMNS = ", ".join(name for name, _ in events.EVENT_COLUMNS)
+
+
+def test_the_list_as_received_stores_the_same_rows_as_the_written_document(pool, query):
+    body = orjson.dumps(SPELLINGS).replace(b'"clientId":"0012"', b'"clientId":1,"clientId":"0012"')
+    parsed = jsoncodec.parse_batch(body)
+    assert parsed.listed == body  # a duplicate key: the last one counts, for both parsers
+    from_list = schemas.validate_batch(parsed.items, parsed.listed)
+    written = schemas.validate_batch(parsed.items)
+    assert from_list.keys is not None and written.keys is None
+    rows = []
+    for batch in (events.Listed(from_list.document, from_list.keys), written.document):
+        stored = events.store_batch(pool, from_list.events, [], document=batch)
+        assert stored.stored == len(SPELLINGS)
+        rows.append(query(f"SELECT {COLUMNS} FROM events ORDER BY event_key"))  # noqa: S608
+        query("DELETE FROM events RETURNING event_key")
+    assert rows[0] == rows[1]
+    by_id = {row[1]: row for row in rows[0]}  # event_id: the row
+    assert by_id["7"][2] == 12 and by_id["sha256:forged"][0] == "id:sha256:forged"
+
+
+def test_a_listed_batch_postgresql_refuses_is_stored_event_by_event(pool, query):
+    poison = {**event(id="poison"), "type": "bounce", "thresholdExceeded": "maybe"}
+    items = [event(id="fine"), poison]
+    parsed = jsoncodec.parse_batch(orjson.dumps(items))
+    batch = schemas.validate_batch(parsed.items, parsed.listed)
+    document = events.Listed(batch.document, batch.keys)
+    result = events.store_batch(pool, batch.events, [], document=document)
+    assert result.stored == 1
+    assert [item.reason.split(":")[0] for item in result.rejected] == ["refused by PostgreSQL"]
+    assert query("SELECT event_id FROM events") == [("fine",)]

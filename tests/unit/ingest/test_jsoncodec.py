@@ -722,3 +722,35 @@ def test_too_many_items_among_which_one_no_parser_reads():
     assert len(decode_batch(data, max_items=102)) == 102
     with pytest.raises(TooManyItems):
         decode_batch(data, max_items=100)
+
+
+def test_a_usual_body_is_listed_as_the_bytes_orjson_read():
+    data = body(event(id="a"), event(mediaTypesToAddresses={"EMAIL": "x@example.org"}))
+    parsed = jsoncodec.parse_batch(jsoncodec.UTF8_BOM + data)
+    assert parsed.listed == data and parsed.items == decode_batch(data)
+
+
+def deep_event(depth: int) -> bytes:
+    return json.dumps(event(id="d")).encode()[:-1] + b',"x":' + nested(depth) + b"}"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        json.dumps(event(id="a")).encode(),  # a bare object: PostgreSQL would need a list
+        body(event(id="a", note="\u0000")),  # jsonb refuses the NUL escape
+        with_long_digits(body(event(id="a"))),  # read by the standard library
+        b"[" + deep_event(300) + b"]",  # deeper than orjson writes: the per-event paths could not
+        b"[" + json.dumps(event(id="a")).encode() + b"," + nested(1030) + b"]",  # item by item
+    ],
+    ids=["object", "nul-escape", "exact-parse", "too-deep-to-write", "item-by-item"],
+)
+def test_what_is_not_listed(data):
+    assert jsoncodec.parse_batch(data).listed is None
+
+
+def test_many_brackets_but_shallow_is_listed_once_written():
+    # 300 opening brackets, none deeper than 3: counted past the bound, then written to find out.
+    data = body(*[event(id=str(i), nested={"a": [1]}) for i in range(100)])
+    assert data.count(b"{") + data.count(b"[") > jsoncodec.ORJSON_MAX_WRITE_DEPTH
+    assert jsoncodec.parse_batch(data).listed == data
