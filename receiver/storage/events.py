@@ -75,30 +75,39 @@ def _created_at(millis):
     return f"to_timestamp(({millis})::bigint / 1000) + ({millis})::bigint %% 1000 * interval '1 ms'"
 
 
+# The columns validation checks (receiver.ingest.schemas.EventSchema), in ValidatedEvent's
+# order after the key: (column, the event's JSON key, how PostgreSQL reads the text `->>`
+# gives, NULL for a JSON null or an absent key).
+VALIDATED = (
+    ("event_id", "id", "text"),
+    ("client_id", "clientId", "bigint"),
+    ("type", "type", "text"),
+    ("created_at", "created", "millis"),
+    ("mailing_id", "mailingId", "bigint"),
+    ("user_list_id", "userListId", "bigint"),
+    ("subscription_id", "subscriptionId", "bigint"),
+)
+
+
+def _read(text, kind):
+    """The expression of a VALIDATED column from the expression of its text."""
+    return {"text": text, "bigint": f"({text})::bigint", "millis": _created_at(text)}[kind]
+
+
+def _select(columns, source):
+    """SELECT of the batch's rows: `columns` as (name, expression), FROM `source`."""
+    return " ".join(["SELECT", ", ".join(f"{e} AS {name}" for name, e in columns), source])
+
+
 # The batch's document holds one array per event (schemas.ValidatedEvent, in this order): the
-# column each position fills, and how PostgreSQL reads it from the event's array `e` (`->>`:
-# as text, NULL for a JSON null).
+# column each position fills, and how PostgreSQL reads it from the event's array `e`.
 RECORD = (
     ("event_key", "e->>0"),
-    ("event_id", "e->>1"),
-    ("client_id", "(e->>2)::bigint"),
-    ("type", "e->>3"),
-    ("created_at", _created_at("e->>4")),
-    ("mailing_id", "(e->>5)::bigint"),
-    ("user_list_id", "(e->>6)::bigint"),
-    ("subscription_id", "(e->>7)::bigint"),
-    ("payload", "e->8"),
+    *((name, _read(f"e->>{at}", kind)) for at, (name, _, kind) in enumerate(VALIDATED, 1)),
+    ("payload", f"e->{len(VALIDATED) + 1}"),
 )
 # The batch's rows from its document (the statement's first parameter).
-RECORD_SELECT = " ".join(
-    [
-        "SELECT",
-        ", ".join(f"{expression} AS {name}" for name, expression in RECORD),
-        "FROM jsonb_array_elements(%s::jsonb) AS e",
-    ]
-)
-
-
+RECORD_SELECT = _select(RECORD, "FROM jsonb_array_elements(%s::jsonb) AS e")
 # The other document of a batch: its events as the JSON list they came in (validated whole by
 # receiver.ingest.schemas.validate_batch, parsed by orjson from exactly these bytes), and their
 # keys as a JSON array in the same order. Each column is read from the event `p` under the key
@@ -108,22 +117,13 @@ RECORD_SELECT = " ".join(
 # Python (docs/benchmarks-history.md: #25).
 LISTED = (
     ("event_key", "k.key"),
-    ("event_id", "p->>'id'"),
-    ("client_id", "(p->>'clientId')::bigint"),
-    ("type", "p->>'type'"),
-    ("created_at", _created_at("p->>'created'")),
-    ("mailing_id", "(p->>'mailingId')::bigint"),
-    ("user_list_id", "(p->>'userListId')::bigint"),
-    ("subscription_id", "(p->>'subscriptionId')::bigint"),
+    *((name, _read(f"p->>'{key}'", kind)) for name, key, kind in VALIDATED),
     ("payload", "p"),
 )
-LISTED_SELECT = " ".join(
-    [
-        "SELECT",
-        ", ".join(f"{expression} AS {name}" for name, expression in LISTED),
-        "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS l(p, n)",
-        "JOIN jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS k(key, n) USING (n)",
-    ]
+LISTED_SELECT = _select(
+    LISTED,
+    "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS l(p, n)"
+    " JOIN jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS k(key, n) USING (n)",
 )
 
 
