@@ -203,11 +203,12 @@ def insert_events_sql(status_steps=RECIPIENT_STATUS_STEPS, delivery=False, rows=
     the events come from, RECORD_SELECT (one parameter) or LISTED_SELECT (two)."""
     names = ", ".join(name for name, _ in EVENT_COLUMNS)
     values = ", ".join(EXTRACTED_COLUMNS.get(name, f"r.{name}") for name, _ in EVENT_COLUMNS)
-    # One statement per batch, its rows as one JSON document of arrays, one per event in
-    # RECORD order (written by orjson in C; binding 20 arrays cost more Python time
-    # than everything else together). ON CONFLICT DO NOTHING turns every duplicate (retry,
-    # re-delivery, a concurrent worker) into a skipped row. The data-modifying CTEs run to
-    # completion whether or not the final SELECT reads them.
+    # One statement per batch, its rows from one JSON document: the list of events as received
+    # with their keys beside it (LISTED), or one array per event in RECORD order written by
+    # orjson in C (binding 20 arrays cost more Python time than everything else together).
+    # ON CONFLICT DO NOTHING turns every duplicate (retry, re-delivery, a concurrent worker)
+    # into a skipped row. The data-modifying CTEs run to completion whether or not the final
+    # SELECT reads them.
     return (
         f"WITH stored AS (\n"
         f"INSERT INTO events ({names})\n"

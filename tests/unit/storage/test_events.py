@@ -1,4 +1,4 @@
-"""The batch statement's document layout (receiver.storage.events.RECORD)."""
+"""The batch statement's document layouts (receiver.storage.events.RECORD and LISTED)."""
 
 import math
 
@@ -17,6 +17,21 @@ def test_the_document_holds_each_event_as_validated_in_record_order():
     ]
     for position, (_, expression) in enumerate(events.RECORD):
         assert f"e->{position}" in expression or f"e->>{position}" in expression
+
+
+def test_the_list_as_received_is_read_under_the_keys_validation_reads():
+    # events.VALIDATED names each column's JSON key itself (storage does not import the
+    # schemas): it must follow EventSchema, in ValidatedEvent's order after the key.
+    data_keys = {
+        name: field.data_key or name for name, field in schemas.EventSchema().fields.items()
+    }
+    validated = [
+        field for field in schemas.ValidatedEvent._fields if field not in ("event_key", "payload")
+    ]
+    assert [(column, key) for column, key, _ in events.VALIDATED] == [
+        ("created_at" if field == "created" else field, data_keys[field]) for field in validated
+    ]
+    assert [name for name, _ in events.LISTED] == [name for name, _ in events.RECORD]
 
 
 def test_every_column_is_either_in_the_document_or_extracted_from_the_payload():
