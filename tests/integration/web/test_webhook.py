@@ -1,12 +1,14 @@
 """POST /webhook, row by row of the answers table in docs/answers.md (against real PostgreSQL)."""
 
 import json
+import random
+import string
 import time
 
 import pytest
 from prometheus_client import REGISTRY
 
-from receiver.ingest import schemas
+from receiver.ingest import jsoncodec, schemas
 from receiver.storage import db
 from receiver.web import worker
 
@@ -116,6 +118,28 @@ def test_value_postgresql_refuses_is_quarantined_without_holding_back_the_batch(
     assert response.json == {"received": 3, "stored": 2, "duplicates": 0, "quarantined": 1}
     [(reason,)] = query("SELECT reason FROM quarantine")
     assert reason.startswith("refused by PostgreSQL")
+
+
+def test_value_postgresql_refuses_in_a_batch_stored_as_received_is_quarantined_alone(client, query):
+    # The same refusal on the usual path (the list as received, events.LISTED): letters only,
+    # so no run of digits sends the body to the standard library's parser.
+    rng = random.Random(25)
+    huge = "".join(rng.choice(string.ascii_letters) for _ in range(20_000))
+    batch = body(event(id="ok-1"), event(id="poison", recipientId=huge), event(id="ok-2"))
+    assert jsoncodec.parse_batch(batch).listed == batch
+    response = post(client, batch)
+    assert response.status_code == 200
+    assert response.json == {"received": 3, "stored": 2, "duplicates": 0, "quarantined": 1}
+    assert sorted(r[0] for r in query("SELECT event_key FROM events")) == ["ok-1", "ok-2"]
+    [(reason,)] = query("SELECT reason FROM quarantine")
+    assert reason.startswith("refused by PostgreSQL")
+    # Not recorded as delivered whole: the same body again takes the full path, stores nothing.
+    assert post(client, batch).json == {
+        "received": 3,
+        "stored": 0,
+        "duplicates": 2,
+        "quarantined": 1,
+    }
 
 
 def test_unreachable_database_is_503_with_retry_after_within_two_seconds(make_client):
